@@ -1,0 +1,250 @@
+"""The documentation site in a real browser: headless Chromium on docs/_build/html served on localhost.
+
+Every page: loads with no console error and no request leaving localhost, no broken image, no broken
+internal link or anchor, math rendered by MathJax (no raw `$$`, `\\(` or `\\[` left in the text, no
+MathJax error); a screenshot of each page goes to test-artifacts/screenshots/. Also: one page per
+notebook with its Colab badge, the sidebar in reading order, and search finding a page.
+Needs Debian's `chromium` and `chromium-driver` (skips without them); builds the site if it is missing.
+"""
+import functools, html.parser, json, re, shutil, subprocess, sys, threading, urllib.error, urllib.request
+from configparser import ConfigParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urldefrag, urlsplit
+
+import pytest
+
+ROOT = Path(__file__).absolute().parents[1]
+SITE = ROOT/'docs'/'_build'/'html'
+SHOTS = ROOT/'test-artifacts'/'screenshots'
+NUMBER = re.compile(r'^\d+[a-zA-Z0-9]*_')
+CHROME_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                '--disable-background-networking', '--disable-component-update', '--disable-sync',
+                '--disable-dev-shm-usage', '--window-size=1280,900']
+INSTALL = 'install it with `apt-get install chromium chromium-driver` (Debian), as .ci/run does'
+
+
+def _cfg():
+    ini = ConfigParser(delimiters=['='])
+    ini.read(ROOT/'settings.ini', encoding='utf-8')
+    return ini['DEFAULT']
+
+
+def _notebooks():
+    "The source notebooks and their page names, as docs/build.py names them (`01_cm_loss.ipynb` -> `cm_loss.html`)."
+    nbs = ROOT/_cfg()['nbs_path']
+    fns = [f for f in nbs.rglob('*.ipynb') if not any(p.startswith(('_', '.')) for p in f.relative_to(nbs).parts)]
+    rels = sorted((f.relative_to(nbs) for f in fns), key=lambda r: (r.parts[:-1], r.name != 'index.ipynb', r.as_posix()))
+    return [(r, r.with_name(NUMBER.sub('', r.name.lower())).with_suffix('.html').as_posix()) for r in rels]
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope='module')
+def site():
+    "The built site; built with docs/build.py if missing."
+    if not (SITE/'index.html').exists():
+        r = subprocess.run([sys.executable, 'docs/build.py'], cwd=ROOT)
+        if r.returncode or not (SITE/'index.html').exists():
+            pytest.fail('docs/_build/html is missing and docs/build.py failed: run `make docs` and fix what it reports.')
+    return SITE
+
+
+@pytest.fixture(scope='module')
+def server(site):
+    "The site served over http on a free localhost port; yields its base URL."
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a): pass
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=str(site)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f'http://127.0.0.1:{srv.server_address[1]}/'
+    srv.shutdown(); srv.server_close()
+
+
+@pytest.fixture(scope='module')
+def driver(tmp_path_factory):
+    "Headless Debian Chromium driven by selenium (skips where Chromium or chromedriver is not installed)."
+    chromium = shutil.which('chromium') or shutil.which('chromium-browser')
+    chromedriver = shutil.which('chromedriver')
+    if not chromium or not chromedriver:
+        pytest.skip(f"browser check of the docs site skipped: {'chromium' if not chromium else 'chromedriver'} "
+                    f"not found; {INSTALL}")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip('browser check of the docs site skipped: selenium missing; `pip install -e ".[dev]"`')
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for f in CHROME_FLAGS + [f'--user-data-dir={tmp_path_factory.mktemp("chromium-profile")}']: opts.add_argument(f)
+    opts.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    d = webdriver.Chrome(options=opts, service=Service(executable_path=chromedriver))
+    d.set_page_load_timeout(30)
+    d.set_script_timeout(30)
+    yield d
+    d.quit()
+
+
+# ---------------------------------------------------------------- helpers
+class _Ids(html.parser.HTMLParser):
+    "The element ids (and `<a name>`s) of an HTML page."
+    def __init__(self):
+        super().__init__(); self.ids = set()
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if k == 'id' or (tag == 'a' and k == 'name'): self.ids.add(v)
+
+
+@functools.lru_cache(maxsize=None)
+def _fetch(url):
+    "(status, body) of a URL on the local server."
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r: return r.status, r.read()
+    except urllib.error.HTTPError as e: return e.code, b''
+
+
+def _ids(url):
+    p = _Ids(); p.feed(_fetch(url)[1].decode('utf-8', 'replace')); return p.ids
+
+
+# everything the page loads or links to, as absolute URLs (the browser resolves relative ones)
+JS_REFS = """return {
+  a: [...document.querySelectorAll('a[href]')].map(e => e.href),
+  other: [...document.querySelectorAll('link[href], img[src], script[src], iframe[src], source[src]')].map(e => e.href || e.src),
+  resources: performance.getEntriesByType('resource').map(e => e.name)};"""
+
+# wait for every image (lazy ones included) and for MathJax's first typesetting, if the page loads MathJax
+JS_SETTLE = """const done = arguments[arguments.length - 1];
+const imgs = [...document.images];
+imgs.forEach(i => { i.loading = 'eager'; });
+const loaded = Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; })));
+const math = (window.MathJax && MathJax.startup && MathJax.startup.promise) ? MathJax.startup.promise : Promise.resolve();
+Promise.all([loaded, math]).then(() => done('ok'), e => done('error: ' + e));"""
+
+JS_IMAGES = """return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));"""
+
+# math: source elements Sphinx writes, how many were typeset, MathJax errors, and the visible text outside code
+JS_MATH = """const skip = 'pre, code, script, style, textarea, mjx-container, .highlight';
+const parts = [];
+const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+  const el = n.parentElement;
+  if (!el || el.closest(skip) || !el.getClientRects().length) continue;
+  if (getComputedStyle(el).visibility === 'hidden') continue;
+  parts.push(n.nodeValue);
+}
+const maths = [...document.querySelectorAll('.math')];
+return {n_math: maths.length,
+        n_typeset: maths.filter(e => e.querySelector('mjx-container')).length,
+        n_containers: document.querySelectorAll('mjx-container').length,
+        errors: [...document.querySelectorAll('mjx-merror, [data-mml-node="merror"]')].map(e => e.textContent),
+        text: parts.join(' ')};"""
+
+
+def _screenshot(driver, path):
+    "A PNG of the whole page (at most 8000 px tall) through the DevTools protocol."
+    import base64
+    h = min(8000, driver.execute_script('return document.documentElement.scrollHeight'))
+    w = driver.execute_script('return document.documentElement.clientWidth')
+    shot = driver.execute_cdp_cmd('Page.captureScreenshot', {
+        'format': 'png', 'captureBeyondViewport': True, 'clip': {'x': 0, 'y': 0, 'width': w, 'height': h, 'scale': 1}})
+    path.write_bytes(base64.b64decode(shot['data']))
+
+
+def _pages(site):
+    return sorted(p.relative_to(site).as_posix() for p in site.rglob('*.html')
+                  if not p.relative_to(site).parts[0].startswith('_'))
+
+
+def check_page(driver, base, page):
+    "Load one page and return the list of what is wrong with it (empty when it is fine)."
+    problems = []
+    url = base + page
+    driver.get(url)
+    settled = driver.execute_async_script(JS_SETTLE)
+    if settled != 'ok': problems.append(f'images/MathJax did not settle: {settled}')
+    for e in driver.get_log('browser'):
+        if e['level'] == 'SEVERE': problems.append(f"console error: {e['message']}")
+    broken = driver.execute_script(JS_IMAGES)
+    if broken: problems.append(f'broken images: {broken}')
+    refs = driver.execute_script(JS_REFS)
+    for r in refs['resources']:
+        if urlsplit(r).scheme not in ('data', 'blob') and not r.startswith(base):
+            problems.append(f'request leaving localhost: {r}')
+    for href in refs['a'] + refs['other']:
+        if not href.startswith(base): continue                 # external links (GitHub, Colab) are not checked
+        target, frag = urldefrag(href)
+        status = _fetch(target)[0]
+        if status != 200: problems.append(f'broken link {href} (HTTP {status})')
+        elif frag and target.endswith('.html') and frag not in _ids(target):
+            problems.append(f'broken anchor {href}')
+    m = driver.execute_script(JS_MATH)
+    for raw in ('$$', '\\(', '\\[', '\\begin{'):
+        if raw in m['text']:
+            i = m['text'].index(raw)
+            problems.append(f'raw math {raw!r} in the page text: ...{m["text"][max(0, i-60):i+60]}...')
+    if m['n_math'] and m['n_typeset'] < m['n_math']:
+        problems.append(f"math not rendered: {m['n_math'] - m['n_typeset']} of {m['n_math']} formulas have no MathJax output")
+    if m['errors']: problems.append(f"MathJax errors: {m['errors'][:5]}")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    _screenshot(driver, SHOTS/(page.replace('/', '__').removesuffix('.html') + '.png'))
+    return problems, m
+
+
+# ---------------------------------------------------------------- tests
+def test_every_page(site, server, driver):
+    "Every page loads cleanly: no console error, nothing fetched from outside, no broken image/link/anchor, math rendered."
+    pages = _pages(site)
+    assert 'index.html' in pages and 'search.html' in pages, pages
+    report, n_math = {}, 0
+    for page in pages:
+        problems, m = check_page(driver, server, page)
+        n_math += m['n_math']
+        if problems: report[page] = problems
+    assert not report, 'problems in the docs site:\n' + json.dumps(report, indent=1)
+    print(f'{len(pages)} pages checked, {n_math} formulas rendered, screenshots in {SHOTS.relative_to(ROOT)}')
+
+
+def test_one_page_per_notebook_with_colab_badge(site, server, driver):
+    "Each notebook has its page, with an 'Open in Colab' badge (a local image) linking to the notebook on GitHub."
+    cfg = _cfg()
+    user, repo = cfg['git_url'].rstrip('/').split('/')[-2:]
+    for rel, page in _notebooks():
+        assert (site/page).exists(), f'no page {page} for notebook {rel}: run `make docs`'
+        driver.get(server + page)
+        driver.execute_async_script(JS_SETTLE)
+        badges = driver.execute_script("""return [...document.querySelectorAll('a.colab-badge')].map(a => ({href: a.href,
+            img: a.querySelector('img') && a.querySelector('img').naturalWidth, src: a.querySelector('img') && a.querySelector('img').src}))""")
+        want = f"https://colab.research.google.com/github/{user}/{repo}/blob/{cfg['branch']}/{cfg['nbs_path']}/{rel.as_posix()}"
+        assert len(badges) == 1, f'{page}: expected one Colab badge, found {badges}'
+        assert badges[0]['href'] == want, f"{page}: Colab link {badges[0]['href']} is not {want}"
+        assert badges[0]['img'] and badges[0]['src'].startswith(server), f'{page}: badge image not a loaded local file {badges[0]}'
+
+
+def test_sidebar_in_reading_order(site, server, driver):
+    "The sidebar lists the front page first, then the notebooks in their numbered order."
+    driver.get(server + 'index.html')
+    links = driver.execute_script("return [...document.querySelectorAll('nav.bd-docs-nav a.reference')].map(a => a.getAttribute('href'))")
+    names = [l.split('#')[0] or 'index.html' for l in links]
+    names = [n if n != '#' else 'index.html' for n in names]
+    want = [page for _, page in _notebooks()]
+    got = [n for n in names if n in want]
+    assert got == want, f'sidebar order {got} is not the reading order {want}'
+
+
+def test_search_finds_a_page(site, server, driver):
+    "Sphinx's search page finds a notebook page by a word of its title."
+    from selenium.webdriver.support.ui import WebDriverWait
+    nbs = [page for _, page in _notebooks() if page != 'index.html'] or ['index.html']
+    page = nbs[0]
+    driver.get(server + page)
+    title = driver.execute_script("return document.querySelector('article h1').textContent")
+    word = max(re.findall(r'[A-Za-z]{4,}', title), key=len, default=None)
+    assert word, f'{page} has no title word to search for: {title!r}'
+    driver.get(server + f'search.html?q={word}')
+    results = WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+        "const r = [...document.querySelectorAll('#search-results ul.search li a')].map(a => a.getAttribute('href'));"
+        "return r.length ? r : null;"))
+    assert any(r.split('#')[0].split('?')[0] == page for r in results), f'search for {word!r} gave {results}, not {page}'
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    _screenshot(driver, SHOTS/f'search-{word}.png')

@@ -1,0 +1,127 @@
+"Command-line and robustness tests of supercm_train: summary, every method, NaN, corrupt checkpoints, Ctrl-C, resume, DDP."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest, torch
+from supercm_nb.learner import Callback, CheckpointError, NonFiniteLossError, load_checkpoint
+from supercm_nb.methods import METHODS
+from supercm_nb.train import make_config, run, main
+
+HERE = Path(__file__).parent
+PY = sys.executable
+SUMMARY_KEYS = ('dataset', 'method', 'labels', 'seed', 'steps', 'best_step', 'val_acc', 'test_acc')
+
+
+def cli(*args, **kw):
+    "Run supercm_train in a subprocess."
+    return subprocess.run([PY, '-c', 'from supercm_nb.train import main; main()', *args], capture_output=True, text=True, **kw)
+
+
+def test_cli_writes_run_folder(tmp_path):
+    r = cli('--dataset', 'digits', '--labels', '50', '--method', 'ce', '--steps', '40', '--eval-every', '20',
+            '--out', str(tmp_path/'a'), '--no-progress')
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path/'a'/'summary.json').read_text())
+    assert all(k in s for k in SUMMARY_KEYS)
+    assert 0 <= s['val_acc'] <= 1 and 0 <= s['test_acc'] <= 1 and s['steps'] == 40
+    assert (tmp_path/'a'/'split.json').exists() and (tmp_path/'a'/'config.json').exists()
+    assert len((tmp_path/'a'/'metrics.jsonl').read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize('bad,msg', [(['--method', 'mixmatch'], 'Valid methods'), (['--dataset', 'imagenet'], 'Valid values'),
+                                     (['--labels', '7'], 'multiple'), (['--recipe', 'nope'], 'Valid recipes'),
+                                     (['--arch', 'resnet'], 'Valid values')])
+def test_cli_refuses_unknown_values(tmp_path, bad, msg):
+    r = cli('--steps', '2', '--out', str(tmp_path/'x'), '--no-progress', *bad)
+    assert r.returncode != 0 and msg in r.stderr, r.stderr
+
+
+class RecordLoss(Callback):
+    def __init__(self): self.losses = []
+    def after_step(self, learn): self.losses.append(float(learn.loss.detach()))
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_every_method_lowers_its_loss(method):
+    rec = RecordLoss()
+    cfg = make_config('digits', method=method, steps=20, eval_every=20, rampup=0.0, delta=0.3, batch_labeled=32, batch_unlabeled=32)
+    r = run(cfg, progress=False, extra_cbs=[rec])
+    first, last = sum(rec.losses[:5]) / 5, sum(rec.losses[-5:]) / 5
+    assert last < first, (method, rec.losses)
+    assert r.summary['steps'] == 20
+
+
+class NaNAt(Callback):
+    order = 6
+    def after_loss(self, learn):
+        if learn.step == 12: learn.losses['cm'] = learn.losses['cm'] * float('nan')
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = make_config('digits', method='supercm', steps=30, eval_every=5)
+    with pytest.raises(NonFiniteLossError, match="'cm' was not finite at step 12"):
+        run(cfg, out=tmp_path, progress=False, extra_cbs=[NaNAt()])
+    sd = load_checkpoint(tmp_path/'last.pt')
+    assert sd['step'] == 10 and all(torch.isfinite(v).all() for v in sd['model'].values() if v.is_floating_point())
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
+    cfg = make_config('digits', method='ce', steps=10, eval_every=5)
+    run(cfg, out=tmp_path/'a', progress=False)
+    # another configuration
+    with pytest.raises(CheckpointError, match='another configuration'):
+        run(make_config('digits', method='ce', steps=10, eval_every=5, lr=1e-2), out=tmp_path/'a', resume=True, progress=False)
+    # a truncated file
+    p = tmp_path/'a'/'last.pt'; p.write_bytes(p.read_bytes()[:200])
+    r = cli('--dataset', 'digits', '--method', 'ce', '--steps', '10', '--eval-every', '5', '--out', str(tmp_path/'a'), '--resume', '--no-progress')
+    assert r.returncode != 0 and 'not a readable checkpoint' in r.stderr, r.stderr
+    # a fresh run never overwrites a run folder
+    r = cli('--dataset', 'digits', '--method', 'ce', '--steps', '10', '--out', str(tmp_path/'a'), '--no-progress')
+    assert r.returncode != 0 and 'already holds a run' in r.stderr
+
+
+def test_resume_is_exact(tmp_path):
+    "20 steps in one go == 10 steps, Ctrl-C, `supercm_train --resume`, 10 more: bit-identical weights."
+    cfg = make_config('digits', method='vat+supercm', steps=20, eval_every=10, ema=0.99)
+    a = run(cfg, out=tmp_path/'a', progress=False)
+    half = run(cfg, out=tmp_path/'b', progress=False, extra_cbs=[_StopAt(10)])
+    assert half.learner.interrupted and load_checkpoint(tmp_path/'b'/'last.pt')['step'] == 10
+    r = cli('--dataset', 'digits', '--method', 'vat+supercm', '--steps', '20', '--eval-every', '10', '--ema', '0.99',
+            '--out', str(tmp_path/'b'), '--resume', '--no-progress')
+    assert r.returncode == 0, r.stderr
+    b = load_checkpoint(tmp_path/'b'/'last.pt')
+    assert b['step'] == 20
+    for k, p in a.learner.model.state_dict().items(): assert torch.equal(p, b['model'][k]), k
+
+
+class _StopAt(Callback):
+    "Simulate Ctrl-C after `n` steps."
+    order = 50
+    def __init__(self, n): self.n = n
+    def after_step(self, learn):
+        if learn.step == self.n: raise KeyboardInterrupt
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    p = subprocess.Popen([PY, '-c', 'from supercm_nb.train import main; main()', '--dataset', 'digits', '--method', 'supercm',
+                          '--steps', '100000', '--eval-every', '50', '--out', str(tmp_path), '--no-progress'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path/'metrics.jsonl').exists() and time.time() < deadline: time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert 'Traceback' not in err and 'continue with --resume' in out
+    assert load_checkpoint(tmp_path/'last.pt')['step'] > 0
+
+
+def test_ddp_gloo_matches_single_process(tmp_path):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    one = subprocess.run([PY, str(HERE/'ddp_worker.py'), str(tmp_path/'one.json'), '32'], capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([PY, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517',
+                          str(HERE/'ddp_worker.py'), str(tmp_path/'two.json'), '32'], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path/f).read_text()) for f in ('one.json', 'two.json'))
+    assert torch.allclose(torch.tensor(a['losses']), torch.tensor(b['losses']), atol=1e-5), (a['losses'], b['losses'])
+    assert torch.allclose(torch.tensor(a['mu']), torch.tensor(b['mu']), atol=1e-5)
+    assert torch.allclose(torch.tensor(a['w0']), torch.tensor(b['w0']), atol=1e-5)
