@@ -13,6 +13,9 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
 
+# Small CPU models run fastest single-threaded, and the test runner runs two notebooks at once.
+export OMP_NUM_THREADS ?= 1
+
 ## the main job on the embedded digits data: CE against SuperCM, 3 seeds
 demo: $(STAMP)
 	$(BIN)/supercm_experiments compare --dataset digits --labels 50 --seeds 0 1 2 --out runs/demo

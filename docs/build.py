@@ -27,14 +27,19 @@ MATHJAX = DOCS/'_static'/'mathjax'
 MATHJAX_PARTS = ('tex-svg.js', 'input', 'output', 'a11y', 'ui', 'sre', 'adaptors')
 BADGE = '_static/colab-badge.svg'
 NUMBER = re.compile(r'^\d+[a-zA-Z0-9]*_')
+# files in nbs/ besides notebooks that pages may show or link to (checkpoints and the like stay out of the site)
+ASSETS = {'.png', '.jpg', '.jpeg', '.gif', '.svg', '.webp', '.pdf', '.csv', '.json', '.txt'}
 
 
 # ---------------------------------------------------------------- MathJax
 def ensure_mathjax():
-    "Copy MathJax into docs/_static/mathjax, installing the npm package into docs/node_modules first if missing."
-    if (MATHJAX/'tex-svg.js').exists(): return
-    src = DOCS/'node_modules'/'mathjax'/'es5'
-    if not (src/'tex-svg.js').exists():
+    "Copy MathJax into docs/_static/mathjax, installing the npm package (docs/package.json) into docs/node_modules if missing."
+    want = json.loads((DOCS/'package.json').read_text(encoding='utf-8'))['dependencies']['mathjax']
+    stamp = MATHJAX/'VERSION'
+    if stamp.exists() and stamp.read_text().strip() == want: return
+    shutil.rmtree(MATHJAX, ignore_errors=True)
+    src, pkg = DOCS/'node_modules'/'mathjax'/'es5', DOCS/'node_modules'/'mathjax'/'package.json'
+    if not pkg.exists() or json.loads(pkg.read_text(encoding='utf-8'))['version'] != want:
         npm = shutil.which('npm')
         if not npm: sys.exit('MathJax is missing and npm is not installed: install Node.js/npm '
                              '(apt-get install npm), then run `make docs` again.')
@@ -45,26 +50,60 @@ def ensure_mathjax():
     tmp.mkdir(parents=True)
     for part in MATHJAX_PARTS:
         (shutil.copytree if (src/part).is_dir() else shutil.copy2)(src/part, tmp/part)
+    (tmp/'VERSION').write_text(want + '\n')
     tmp.rename(MATHJAX)
 
 
 # ---------------------------------------------------------------- nbdev processing
-def nbdev_process(cfg, nbs, force, workers):
-    "Run nbdev's notebook processing into _proc/; return {source notebook: processed notebook}."
-    from nbdev.serve import proc_nbs
-    cache = proc_nbs(path=str(nbs), n_workers=workers, force=force)
-    res, failed = {}, []
-    for src in sorted(nbglob(nbs, as_path=True)):
-        dst = Path(cache)/src.relative_to(nbs)
-        # nbdev prints a failed notebook's error and goes on; its output is then missing or older
-        if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
-            failed.append(src.relative_to(cfg.config_path))
-            dst.unlink(missing_ok=True)
-        else: res[src] = dst
-    if failed:
-        sys.exit(f"nbdev could not process {', '.join(map(str, failed))} (its error is printed above): "
-                 "the exported cells or show_doc cells of these notebooks fail when run in a fresh process.")
-    return res, Path(cache)
+def _proc_one(job):
+    "nbdev's processing of one notebook (run in a worker process); the error text names the cell and its cause."
+    import warnings, nbdev.serve_drv
+    try:
+        with warnings.catch_warnings(record=True) as ws:
+            warnings.simplefilter('always')
+            nbdev.serve_drv.main(job)
+    except Exception as e:
+        cause = e.__cause__ or e.__context__
+        raise RuntimeError(f'{e}' + (f'\n-> {type(cause).__name__}: {cause}' if cause else '')) from None
+    for w in ws:   # nbdev's "imports and other code" warning, one line per cell; the Colab install cell is expected
+        msg = str(w.message)
+        if 'Found cells containing imports' not in msg: print(f'{job[0].name}: {msg}', file=sys.stderr); continue
+        src = [l for l in msg.split('---')[1].strip().splitlines() if not l.startswith('#|')]
+        if src and 'google.colab' not in msg:
+            print(f'note: {job[0].name}: nbdev ran this cell to render docs (it mixes imports and code): {src[0][:80]}',
+                  file=sys.stderr)
+
+
+def nbdev_process(cfg, nbs:Path, force:bool, workers:int):
+    """nbdev's processing of nbs/ into _proc/ (what `nbdev_proc_nbs` runs, with the same processors and cache),
+    all notebooks tried and every failure reported; returns ({source notebook: processed notebook}, _proc)."""
+    import nbdev.serve
+    from nbdev.serve import _proc_file
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+    cache = cfg.config_path/'_proc'
+    # as nbdev: a newer settings.ini or nbdev invalidates the whole cache
+    chk = max(cfg.config_file.stat().st_mtime, Path(nbdev.serve.__file__).stat().st_mtime)
+    if cache.exists() and (force or cache.stat().st_mtime < chk): shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    files = nbglob(nbs, func=Path, file_glob='', file_re='')
+    jobs = [j for f in files if (j := _proc_file(f, cache=cache, path=nbs))]   # copies other files, skips fresh ones
+    failed = {}
+    if jobs:
+        print(f"nbdev processing {len(jobs)} notebook(s): {', '.join(j[0].name for j in jobs)}", flush=True)
+        # a fresh process per notebook, as nbdev's own run isolates them (and IPython replaces a worker's __main__)
+        with ProcessPoolExecutor(max(1, workers), mp_context=get_context('spawn'), max_tasks_per_child=1) as ex:
+            futs = {ex.submit(_proc_one, j): j for j in jobs}
+            for fut, (src, dst, _) in futs.items():
+                if fut.exception(): failed[src] = fut.exception(); Path(dst).unlink(missing_ok=True)
+    for src, e in failed.items(): print(f'\n=== {src.relative_to(cfg.config_path)}: {e}', file=sys.stderr)
+    cache.touch()
+    done = {f: cache/f.relative_to(nbs) for f in sorted(nbglob(nbs, as_path=True)) if f not in failed}
+    return done, cache, [f.relative_to(cfg.config_path) for f in failed]
+
+FAILED_HELP = ('nbdev runs, in a fresh shell, the exported cells, the show_doc cells and every cell that has an import '
+               '(to render show_doc). A cell that mixes an import with code that needs earlier cells fails there: '
+               'put the import in a cell of its own (nbdev FAQ), or mark the cell `#| eval: false` if it must not run.')
 
 
 # ---------------------------------------------------------------- adapting the notebooks for myst-nb
@@ -169,7 +208,7 @@ class Adapter:
                 continue
             if c['cell_type'] == 'markdown':
                 if s.strip().startswith('<!-- WARNING: THIS FILE WAS AUTOGENERATED'): continue
-                c['source'] = self.links(callouts(s), up)
+                c['source'] = self.links(callouts(unnumbered(s)), up)
             elif c['cell_type'] == 'code':
                 opts, code = cell_options(s)
                 c['source'] = code
@@ -179,10 +218,10 @@ class Adapter:
                     if opts.get('output') == 'asis' and o.get('output_type') == 'stream':
                         o.clear(); o.update(output_type='display_data', metadata={}, data={'text/markdown': _src({'source': o.get('text', '')})})
                     if 'text/markdown' in o.get('data', {}):
-                        o['data']['text/markdown'] = self.showdoc_md(_src({'source': o['data']['text/markdown']}), up)
+                        o['data']['text/markdown'] = self.showdoc_md(unnumbered(_src({'source': o['data']['text/markdown']})), up)
             cells.append(c)
         if fm.get('title'):
-            intro = self.links(callouts(NbdevLookup().linkify(self.intro(src_nb))), up)
+            intro = self.links(callouts(unnumbered(NbdevLookup().linkify(self.intro(src_nb)))), up)
             cells.insert(0, self.title_cell(fm, intro, badge_url, up))
         else:
             print(f'warning: {orig} has no `# Title` markdown cell; its page gets no title', file=sys.stderr)
@@ -198,6 +237,12 @@ class Adapter:
 def md_cell(source:str, id:str)->dict: return {'cell_type': 'markdown', 'id': id, 'metadata': {}, 'source': source}
 
 
+AMS = re.compile(r'\\(begin|end)\{(equation|align|alignat|gather|multline|flalign|eqnarray)\}')
+def unnumbered(md:str)->str:
+    "Numbered amsmath environments as their starred forms: Jupyter and Quarto show no equation numbers, Sphinx would."
+    return AMS.sub(lambda m: '\\' + m.group(1) + '{' + m.group(2) + '*}', md)
+
+
 CALLOUT = re.compile(r'^:::\s*\{\.callout-(note|tip|warning|important|caution)[^}]*\}\s*$', re.MULTILINE)
 def callouts(md:str)->str:
     "Quarto callout blocks (`::: {.callout-note}`) as MyST admonitions (`:::{note}`)."
@@ -209,7 +254,7 @@ def toctree(entries, hidden=True)->str:
     return '```{toctree}\n' + opts + ':maxdepth: 1\n\n' + '\n'.join(entries) + '\n```'
 
 
-def api_page(cfg, anchors:dict)->str|None:
+def api_page(cfg, anchors:dict, order:list)->str|None:
     "A page listing every documented symbol with a link to its show_doc entry (symbols from the library's _modidx.py)."
     idx = cfg.lib_path/'_modidx.py'
     if not idx.exists(): return None
@@ -218,10 +263,12 @@ def api_page(cfg, anchors:dict)->str|None:
     site = cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/'
     have = {p.with_suffix('.html').as_posix() + '#' + a for p, ids in anchors.items() for a in ids}
     lines = ['# API index', '', 'Every documented name of the library, linked to its entry in the notebook that defines it.', '']
-    for mod, syms in sorted(ns['d'].get('syms', {}).items()):
+    mods = []
+    for mod, syms in ns['d'].get('syms', {}).items():
         rows = [(k, v[0].replace(site, '')) for k, v in sorted(syms.items()) if v[0].replace(site, '') in have]
-        if not rows: continue
-        lines += [f'## `{mod}`', '']
+        if rows: mods.append((min(order.index(u.split('#')[0].removesuffix('.html')) for _, u in rows), mod, rows))
+    for _, mod, rows in sorted(mods):                    # modules in reading order
+        lines += [f'## {mod}', '']
         lines += [f'- <a href="{url}"><code>{k[len(mod)+1:]}</code></a>' for k, url in rows] + ['']
     return '\n'.join(lines)
 
@@ -234,9 +281,10 @@ def write_if_changed(path:Path, text:str):
 
 def stage(cfg, nbs:Path, processed:dict, cache:Path):
     "Write the Sphinx source folder docs/_build/src from the processed notebooks; return its page names in reading order."
-    rels = sorted((src.relative_to(nbs) for src in processed),
-                  key=lambda r: (r.parts[:-1], r.name != 'index.ipynb', r.as_posix()))
-    pages = {r: page_name(r) for r in rels}
+    order = lambda r: (r.parts[:-1], r.name != 'index.ipynb', r.as_posix())
+    rels = sorted((src.relative_to(nbs) for src in processed), key=order)
+    # every notebook's page name (links to a notebook whose processing failed still point at its page)
+    pages = {r: page_name(r) for r in sorted((f.relative_to(nbs) for f in nbglob(nbs, as_path=True)), key=order)}
     clash = {p for p in pages.values() if list(pages.values()).count(p) > 1}
     if clash: sys.exit(f'two notebooks give the same page name {clash}: rename one of them.')
     adapt, keep = Adapter(cfg, nbs, pages), set()
@@ -249,12 +297,12 @@ def stage(cfg, nbs:Path, processed:dict, cache:Path):
     # other files nbdev copied from nbs/ (images the notebooks show), and repo files they point at
     for f in cache.rglob('*'):
         r = f.relative_to(cache)
-        if f.is_file() and f.suffix != '.ipynb' and (nbs/r).exists():
+        if f.is_file() and f.suffix.lower() in ASSETS and (nbs/r).exists():
             keep.add(r); _copy_if_changed(f, STAGE/r)
     for rp, dst in adapt.files.items():
         keep.add(dst); _copy_if_changed(cfg.config_path/rp, STAGE/dst)
     entries = [pages[r].with_suffix('').as_posix() for r in rels if pages[r] != Path('index.ipynb')]
-    api = api_page(cfg, adapt.anchors)
+    api = api_page(cfg, adapt.anchors, entries)
     if api:
         keep.add(Path('api.md')); entries.append('api')
         write_if_changed(STAGE/'api.md', api)
@@ -296,12 +344,15 @@ def main():
     nbs = Path(cfg.nbs_path)
     if not any(nbglob(nbs, as_path=True)): sys.exit(f'no notebooks in {nbs}')
     ensure_mathjax()
-    processed, cache = nbdev_process(cfg, nbs, a.force, a.workers)
+    processed, cache, failed = nbdev_process(cfg, nbs, a.force, a.workers)
     t1 = time.time()
     entries = stage(cfg, nbs, processed, cache)
     rc = sphinx(a.strict)
     warn = (BUILD/'warnings.txt').read_text(encoding='utf-8').strip() if (BUILD/'warnings.txt').exists() else ''
     if rc: sys.exit(f'sphinx-build failed (exit {rc})')
+    if failed:
+        sys.exit(f"\nThe site was built WITHOUT {', '.join(map(str, failed))}: nbdev's processing failed for them "
+                 f'(errors above).\n{FAILED_HELP}')
     n_warn = len([l for l in warn.splitlines() if 'WARNING' in l])
     print(f'site built in {time.time()-t0:.0f}s (nbdev processing {t1-t0:.0f}s): {len(entries)+1} pages, '
           f'{n_warn} warnings -> {OUT.relative_to(cfg.config_path)}/index.html')

@@ -15,7 +15,7 @@ author = _cfg['author']
 copyright = _cfg['copyright']
 release = version = _cfg['version']
 
-extensions = ['myst_nb']
+extensions = ['myst_nb', 'sphinx.ext.githubpages']   # githubpages: a .nojekyll file, so _static survives any Pages setup
 root_doc = 'index'
 exclude_patterns = ['**.ipynb_checkpoints']
 language = 'en'
@@ -30,7 +30,8 @@ suppress_warnings = ['myst.header', 'mystnb.unknown_mime_type']
 
 # maths: MathJax 3 served from the site itself (docs/_static/mathjax, copied there by build.py from the npm package)
 mathjax_path = 'mathjax/tex-svg.js'
-mathjax3_config = {'svg': {'fontCache': 'global'}}
+# without `noundefined`, an unknown macro is a MathJax error (which tests/test_docs_site.py finds), not quiet red text
+mathjax3_config = {'tex': {'packages': {'[-]': ['noundefined']}}, 'svg': {'fontCache': 'global'}}
 
 html_theme = 'sphinx_book_theme'
 html_title = _cfg['title']

@@ -11,6 +11,7 @@ from execnb.nbio import read_nb
 
 ROOT = Path(__file__).resolve().parents[1]
 DIRECTIVE = re.compile(r'^#\|\s*(.*)$')
+REL_LINK = re.compile(r'(\]\()(?!https?:|#|/|mailto:)([^)]+\))')
 
 
 def _directives(src):
@@ -38,6 +39,11 @@ def _text_output(cell):
     return ''.join(parts).rstrip()
 
 
+def _relink(md):
+    "Links relative to nbs/ (where index.ipynb lives) made relative to the repo root."
+    return REL_LINK.sub(lambda m: m.group(1) + (m.group(2)[3:] if m.group(2).startswith('../') else 'nbs/' + m.group(2)), md)
+
+
 def render(nb_path=ROOT/'nbs'/'index.ipynb'):
     "README text for the notebook at `nb_path`."
     nb, chunks = read_nb(nb_path), []
@@ -45,7 +51,7 @@ def render(nb_path=ROOT/'nbs'/'index.ipynb'):
         direc = _directives(cell.source)
         if 'hide' in direc or 'colab' in direc: continue
         if cell.cell_type == 'markdown':
-            chunks.append(cell.source.strip().replace('](../', ']('))
+            chunks.append(_relink(cell.source.strip()))
         elif cell.cell_type == 'code' and _body(cell.source):
             chunks.append(f"```python\n{_body(cell.source)}\n```")
             out = _text_output(cell)

@@ -51,6 +51,7 @@ def main():
     skip = set(cfg.get('tst_flags', '').split()) - set(a.flags.split())
     fns = [Path(o).resolve() for o in a.nbs] or sorted(Path(cfg.nbs_path).glob('*.ipynb'))
     os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
+    import torch; torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1')))
     for fn in fns:
         secs = run_nb(fn, skip)
         print(f'{fn.name}: ran in {secs:.1f}s')

@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['CENTROID_MODES', 'CENTROIDS', 'GradCentroids', 'ClassSums', 'class_sums', 'LabelMeanCentroids', 'ClusterStats',
-           'hard_clusters', 'effective_clusters', 'cluster_stats']
+           'hard_clusters', 'effective_clusters', 'cluster_stats', 'collapse_flags']
 
-# %% ../nbs/03_centroids.ipynb #d60fedf8
+# %% ../nbs/03_centroids.ipynb #361605bd
 import math
 from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 import torch.distributed as dist
 
-# %% ../nbs/03_centroids.ipynb #95b30738
+# %% ../nbs/03_centroids.ipynb #22489f9f
 class GradCentroids(nn.Module):
     "Centroids μ as an `nn.Parameter` (K,d), trained by the loss like any other weight."
     trainable = True
@@ -33,14 +33,14 @@ class GradCentroids(nn.Module):
 
     def extra_repr(self): return f"n_clusters={self.mu.shape[0]}, n_features={self.mu.shape[1]}"
 
-# %% ../nbs/03_centroids.ipynb #2c2e7304
+# %% ../nbs/03_centroids.ipynb #a5669bb7
 @dataclass
 class ClassSums:
     "Per-class weighted feature sums and counts of one batch."
     sums: Tensor    # (K,d) s_k = Σ_{i: y_i=k} w_i z_i
     counts: Tensor  # (K,)  c_k = Σ_{i: y_i=k} w_i
 
-# %% ../nbs/03_centroids.ipynb #7ac3f9ad
+# %% ../nbs/03_centroids.ipynb #f75dd9ae
 def _check_batch(features, labels, weights, n_classes):
     "Raise a clear ValueError for inputs `class_sums` cannot use (the value check only on CPU: no host sync)."
     if features.ndim != 2: raise ValueError(f"features must be (n,d), got shape {tuple(features.shape)}.")
@@ -53,7 +53,7 @@ def _check_batch(features, labels, weights, n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes}), got min {labels.min().item()}, max {labels.max().item()}; "
                          "drop unlabelled rows or give them weight 0 with any valid label.")
 
-# %% ../nbs/03_centroids.ipynb #7f2f443a
+# %% ../nbs/03_centroids.ipynb #34b990a6
 def class_sums(features:Tensor,              # (n,d) features z
                labels:Tensor,                # (n,) int64 class ids in [0,K)
                n_classes:int,                # K
@@ -65,10 +65,10 @@ def class_sums(features:Tensor,              # (n,d) features z
     if weights is not None: onehot = onehot * weights.to(features.dtype)[:, None]
     return ClassSums(sums=onehot.T @ features, counts=onehot.sum(0))      # 'nk,nd->kd', (K,)
 
-# %% ../nbs/03_centroids.ipynb #564168d7
+# %% ../nbs/03_centroids.ipynb #11d0b1ff
 CENTROID_MODES = ('cumulative', 'count', 'ema')
 
-# %% ../nbs/03_centroids.ipynb #e6179a78
+# %% ../nbs/03_centroids.ipynb #70f3c8f4
 def _fold(mode, mu, n_seen, t, s, c, momentum):
     "New centroids (K,d) for classes with c_k>0 under `mode`; the caller keeps absent classes."
     zbar = s / c.clamp_min(1e-12)[:, None]
@@ -76,7 +76,7 @@ def _fold(mode, mu, n_seen, t, s, c, momentum):
     if mode == 'count': return mu + (s - c[:, None] * mu) / (n_seen + c).clamp_min(1e-12)[:, None]
     return torch.where((n_seen > 0)[:, None], momentum * mu + (1 - momentum) * zbar, zbar)   # 'ema'
 
-# %% ../nbs/03_centroids.ipynb #6cd7861b
+# %% ../nbs/03_centroids.ipynb #762d4271
 def _all_reduce_sums(cs:ClassSums) -> ClassSums:
     "Sum per-class sums and counts over all DDP ranks (one all-reduce); identity when not distributed."
     if not (dist.is_available() and dist.is_initialized()): return cs
@@ -84,7 +84,7 @@ def _all_reduce_sums(cs:ClassSums) -> ClassSums:
     dist.all_reduce(packed)
     return ClassSums(sums=packed[:, :-1], counts=packed[:, -1])
 
-# %% ../nbs/03_centroids.ipynb #ec21ac04
+# %% ../nbs/03_centroids.ipynb #6f845102
 class LabelMeanCentroids(nn.Module):
     "Centroids μ (K,d) as a buffer, set from the labelled features of each class under no_grad."
     trainable = False
@@ -116,10 +116,10 @@ class LabelMeanCentroids(nn.Module):
 
     def extra_repr(self): return f"n_clusters={self.mu.shape[0]}, n_features={self.mu.shape[1]}, mode={self.mode!r}"
 
-# %% ../nbs/03_centroids.ipynb #b13f41c1
+# %% ../nbs/03_centroids.ipynb #50d5d9a0
 CENTROIDS = {'grad': GradCentroids, 'label_mean': LabelMeanCentroids}
 
-# %% ../nbs/03_centroids.ipynb #d50f5e40
+# %% ../nbs/03_centroids.ipynb #c62083ee
 @dataclass
 class ClusterStats:
     "Cluster-usage and scale statistics of features, assignments and centroids (0-dim tensors)."
@@ -134,29 +134,29 @@ class ClusterStats:
     centroid_norm: Tensor        # mean_k ‖μ_k‖
     def to_dict(self) -> dict: return {k: float(v) for k, v in asdict(self).items()}
 
-# %% ../nbs/03_centroids.ipynb #ae6c5546
+# %% ../nbs/03_centroids.ipynb #566721f4
 def _perplexity(p:Tensor) -> Tensor:
     "exp of the entropy of a probability vector p (K,)."
     return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
-# %% ../nbs/03_centroids.ipynb #466284d0
+# %% ../nbs/03_centroids.ipynb #ebd613b2
 def hard_clusters(gamma:Tensor) -> Tensor:
     "Perplexity of the histogram of hard assignments argmax_k γ_ik (n,K) → 0-dim."
     counts = torch.bincount(gamma.argmax(1), minlength=gamma.shape[1]).float()
     return _perplexity(counts / counts.sum())
 
-# %% ../nbs/03_centroids.ipynb #af7852e9
+# %% ../nbs/03_centroids.ipynb #7625c3f7
 def effective_clusters(gamma:Tensor) -> Tensor:
     "Perplexity exp(H(mean_i γ_i)) of the average assignment (n,K) → 0-dim."
     return _perplexity(gamma.float().mean(0))
 
-# %% ../nbs/03_centroids.ipynb #c3841843
+# %% ../nbs/03_centroids.ipynb #12d65fe6
 def _pairwise(mu:Tensor) -> Tensor:
     "Distances ‖μ_k − μ_l‖ for k<l, flat (K(K−1)/2,)."
     i, j = torch.triu_indices(len(mu), len(mu), 1, device=mu.device)
     return (mu[i] - mu[j]).norm(dim=1)
 
-# %% ../nbs/03_centroids.ipynb #4b18e932
+# %% ../nbs/03_centroids.ipynb #cbcc2513
 @torch.no_grad()
 def cluster_stats(features:Tensor,  # (n,d) features z
                   gamma:Tensor,     # (n,K) assignments γ (rows sum to 1)
@@ -173,3 +173,14 @@ def cluster_stats(features:Tensor,  # (n,d) features z
                         mean_centroid_dist=d.mean() / scale if len(d) else nan,
                         feature_scale=scale, feature_norm=norms.mean(), feature_var=var.mean(),
                         feature_spread=var.sum() / scale.square(), centroid_norm=mu.norm(dim=1).mean())
+
+# %% ../nbs/03_centroids.ipynb #a5e94553
+def collapse_flags(stats:dict,       # `ClusterStats.to_dict()`, or a training-history row with those keys
+                   n_clusters:int,   # K
+                   prefix:str='',    # key prefix, e.g. 'val_' for `train.run(...).history`
+                  ) -> dict:
+    "Which collapse criteria `stats` meets: class collapse, centroid merge, feature collapse."
+    s = lambda k: stats[prefix + k]
+    return {'class_collapse': s('effective_clusters') < n_clusters - 1,
+            'centroid_merge': s('min_centroid_dist') < 0.05,
+            'feature_collapse': s('feature_spread') < 0.05}

@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['reconstruction', 'sparsity', 'merging', 'dirichlet_prior', 'CMLoss', 'cm_loss']
 
-# %% ../nbs/01_cm_loss.ipynb #ea389093
+# %% ../nbs/01_cm_loss.ipynb #1fd45ab0
 from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
-# %% ../nbs/01_cm_loss.ipynb #501d1fcd
+# %% ../nbs/01_cm_loss.ipynb #9c19fe0e
 def reconstruction(x:Tensor,     # (n,d) inputs
                    gamma:Tensor, # (n,K) responsibilities
                    mu:Tensor,    # (K,d) centroids
@@ -19,7 +19,7 @@ def reconstruction(x:Tensor,     # (n,d) inputs
     xbar = torch.einsum('nk,kd->nd', gamma, mu)         # x̄_i = Σ_k γ_ik μ_k
     return (x - xbar).pow(2).sum() / x.numel()
 
-# %% ../nbs/01_cm_loss.ipynb #92e0b9bd
+# %% ../nbs/01_cm_loss.ipynb #03148a17
 def sparsity(gamma:Tensor, # (n,K) responsibilities
              mu:Tensor,    # (K,d) centroids
             ) -> Tensor:
@@ -27,7 +27,7 @@ def sparsity(gamma:Tensor, # (n,K) responsibilities
     n, d = gamma.shape[0], mu.shape[1]
     return torch.einsum('nk,k->', gamma * (1 - gamma), mu.pow(2).sum(1)) / (n * d)
 
-# %% ../nbs/01_cm_loss.ipynb #dc119e86
+# %% ../nbs/01_cm_loss.ipynb #66d34414
 def merging(gamma:Tensor, # (n,K) responsibilities
             mu:Tensor,    # (K,d) centroids
            ) -> Tensor:
@@ -37,7 +37,7 @@ def merging(gamma:Tensor, # (n,K) responsibilities
     G_off = G - torch.diag_embed(G.diagonal())             # keep k≠l
     return -torch.einsum('nk,kl,nl->', gamma, G_off, gamma) / (n * d)
 
-# %% ../nbs/01_cm_loss.ipynb #35677afa
+# %% ../nbs/01_cm_loss.ipynb #87aa7c54
 def dirichlet_prior(gamma:Tensor,              # (n,K) responsibilities
                     alpha:float|Tensor=1.0,    # Dirichlet concentration α, a number or a (K,) tensor
                    ) -> Tensor:
@@ -45,7 +45,7 @@ def dirichlet_prior(gamma:Tensor,              # (n,K) responsibilities
     log_share = torch.log(gamma.mean(0) + 1e-10)          # (K,) log γ̃_k
     return ((1 - alpha) * log_share).sum()
 
-# %% ../nbs/01_cm_loss.ipynb #8a7c29f4
+# %% ../nbs/01_cm_loss.ipynb #cfd40be8
 @dataclass
 class CMLoss:
     "The terms of the CM loss, each a 0-dim tensor."
@@ -59,7 +59,7 @@ class CMLoss:
         "The fields as a name → tensor dict (shallow, keeps the autograd graph, unlike `dataclasses.asdict`)."
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-# %% ../nbs/01_cm_loss.ipynb #195fc923
+# %% ../nbs/01_cm_loss.ipynb #55028cc3
 def _check_shapes(x, gamma, mu, alpha):
     "Raise ValueError unless x (n,d), gamma (n,K), mu (K,d) and alpha (a number or (K,)) fit together."
     for name, t in (('x', x), ('gamma', gamma), ('mu', mu)):
@@ -72,7 +72,7 @@ def _check_shapes(x, gamma, mu, alpha):
     if isinstance(alpha, Tensor) and alpha.ndim > 0 and alpha.shape != (K,):
         raise ValueError(f"alpha must be a number or a ({K},) tensor, one value per cluster; got shape {tuple(alpha.shape)}.")
 
-# %% ../nbs/01_cm_loss.ipynb #dc03ac84
+# %% ../nbs/01_cm_loss.ipynb #d8f9f587
 _ALPHA_MSG = ("alpha must be >= 1 (got {}): with alpha < 1 the Dirichlet term rewards empty clusters and runs off to "
               "(1-alpha)·log(1e-10). Use alpha=1 for no prior, alpha > 1 to keep clusters in use.")
 
@@ -87,7 +87,7 @@ def _check_values(gamma, alpha):
                          "Pass probabilities, e.g. softmax(logits, dim=1), not logits.")
     if isinstance(alpha, Tensor) and bool((alpha < 1).any()): raise ValueError(_ALPHA_MSG.format(alpha.tolist()))
 
-# %% ../nbs/01_cm_loss.ipynb #3c45a051
+# %% ../nbs/01_cm_loss.ipynb #8e9e8da6
 def cm_loss(x:Tensor,                 # (n,d) inputs of the clustering module (features)
             gamma:Tensor,             # (n,K) responsibilities, rows on the simplex (softmax output)
             mu:Tensor,                # (K,d) centroids
@@ -98,7 +98,7 @@ def cm_loss(x:Tensor,                 # (n,d) inputs of the clustering module (f
     _check_shapes(x, gamma, mu, alpha)
     if not isinstance(alpha, Tensor) and alpha < 1: raise ValueError(_ALPHA_MSG.format(alpha))
     if validate: _check_values(gamma, alpha)
-    if isinstance(alpha, Tensor): alpha = alpha.to(gamma.dtype)
+    if isinstance(alpha, Tensor): alpha = alpha.to(device=gamma.device, dtype=gamma.dtype)   # no-op when it already matches
     terms = dict(reconstruction=reconstruction(x, gamma, mu), sparsity=sparsity(gamma, mu),
                  merging=merging(gamma, mu), dirichlet_prior=dirichlet_prior(gamma, alpha))
     return CMLoss(**terms, total=sum(terms.values()))

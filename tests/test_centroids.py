@@ -130,3 +130,71 @@ def test_ddp_all_reduce_matches_single_process():
         ref = LabelMeanCentroids(3, 2, mode=mode, momentum=0.5)
         for z, y in BATCHES[:2]: ref.update(z, y)
         torch.testing.assert_close(mu, ref.mu); torch.testing.assert_close(counts, ref.counts)
+
+
+# ---- the collapse, measured (same setting as nbs/03_centroids.ipynb, section (a)) -----------------------------
+import math
+import torch.nn as nn
+import torch.nn.functional as F
+from supercm_nb.centroids import collapse_flags
+from supercm_nb.cm_head import ClusteringModule
+from supercm_nb.cm_loss import cm_loss
+from supercm_nb.gmm import sample_blobs
+from supercm_nb.models import SSLNet
+
+
+def _toy(seed=0, k=4, n=800, per_class=2, std=1.5, radius=4.):
+    "Blobs on a circle: pool (x, y), labelled indices, test set; as `toy_ssl` in the notebook."
+    g = torch.Generator().manual_seed(seed)
+    ang = torch.arange(k) * 2 * math.pi / k
+    centers = radius * torch.stack([ang.cos(), ang.sin()], 1)
+    tr, te = (sample_blobs(n, centers=centers, std=std, generator=g) for _ in range(2))
+    pick = lambda c: torch.nonzero(tr.y == c)[:, 0][torch.randperm(int((tr.y == c).sum()), generator=g)[:per_class]]
+    return tr.x, tr.y, torch.cat([pick(c) for c in range(k)]), te.x, te.y
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    "Tiny models: one thread is faster than two on a shared CPU (and avoids oversubscription)."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _train(kind, beta, steps, ce=True, seed=0, k=4, d=16):
+    "Basic MLP + CM head, CE(labelled) + β·L_CM(all), Adam 1e-3; returns final test stats with accuracy."
+    x, y, lab, xt, yt = _toy(seed)
+    cents = CENTROIDS[kind](k, d)
+    torch.manual_seed(seed)
+    bb = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, d))
+    model = SSLNet(bb, ClusteringModule(d, k, cents))
+    opt, g = torch.optim.Adam(model.parameters(), 1e-3), torch.Generator().manual_seed(seed)
+    xl, yl = x[lab], y[lab]
+    for _ in range(steps):
+        model.train()
+        out = model(torch.cat([xl, x[torch.randint(len(x), (64,), generator=g)]]))
+        cents.update(out.features[:len(yl)].detach(), yl)
+        mu = cents.mu if cents.trainable else cents.mu.detach()
+        loss = beta * cm_loss(out.features, out.gamma, mu, validate=False).total
+        if ce: loss = loss + F.cross_entropy(out.logits[:len(yl)], yl)
+        opt.zero_grad(); loss.backward(); opt.step()
+    model.eval()
+    with torch.no_grad(): out = model(xt)
+    return {'acc': float((out.logits.argmax(1) == yt).float().mean()), **cluster_stats(out.features, out.gamma, cents.mu).to_dict()}
+
+
+def test_gradient_centroids_collapse_label_means_do_not(one_thread):
+    "Blobs, 2 labels/class, basic MLP, β=3, 1000 steps, seed 0 (notebook: grad 37% acc, 1.9 clusters; label means 93%, 4.0)."
+    grad, lm = _train('grad', 3., 1000), _train('label_mean', 3., 1000)
+    assert collapse_flags(grad, 4)['class_collapse'], grad          # fewer than K-1 = 3 effective clusters
+    assert not any(collapse_flags(lm, 4).values()), lm
+    assert lm['effective_clusters'] > 3.8
+    assert lm['acc'] - grad['acc'] > 0.2, (lm['acc'], grad['acc'])   # ≥ 20 points more accurate
+    assert grad['feature_norm'] < 0.7 * lm['feature_norm']          # and the gradient run's features shrink
+
+
+def test_without_cross_entropy_both_collapse(one_thread):
+    "β·L_CM alone: features of all points collapse to nearly one point whatever the centroids (label means need CE)."
+    for kind in ('grad', 'label_mean'):
+        st = _train(kind, 3., 200, ce=False)
+        assert collapse_flags(st, 4)['feature_collapse'] and st['acc'] < 0.4, (kind, st)

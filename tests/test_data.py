@@ -304,3 +304,15 @@ def test_eval_set(data, split):
 
 def test_datasets_names():
     assert DATASETS == ('digits', 'mnist', 'fashion_mnist', 'svhn', 'cifar10', 'cifar100', 'imagefolder', 'npz')
+
+
+def test_failed_download_names_dataset(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+    class Offline:
+        def __init__(self, root, download=False, **kw):
+            if download: raise OSError('network is unreachable')
+            raise RuntimeError('Dataset not found or corrupted. You can use download=True to download it')
+    monkeypatch.setattr(tvd, 'CIFAR100', Offline)
+    with pytest.raises(FileNotFoundError, match="dataset 'cifar100'.*download failed: OSError: network is unreachable"):
+        load_dataset('cifar100', root=tmp_path, download=True)
+    with pytest.raises(FileNotFoundError, match="cifar-100-python"): load_dataset('cifar100', root=tmp_path)

@@ -2,8 +2,9 @@
 
 Every page: loads with no console error and no request leaving localhost, no broken image, no broken
 internal link or anchor, math rendered by MathJax (no raw `$$`, `\\(` or `\\[` left in the text, no
-MathJax error); a screenshot of each page goes to test-artifacts/screenshots/. Also: one page per
-notebook with its Colab badge, the sidebar in reading order, and search finding a page.
+MathJax error), no hidden cell or `#|` directive shown; a screenshot of each page goes to
+test-artifacts/screenshots/. Also: one page per notebook with its Colab badge, the sidebar in reading
+order, search finding a page, and a Sphinx build without warnings.
 Needs Debian's `chromium` and `chromium-driver` (skips without them); builds the site if it is missing.
 """
 import functools, html.parser, json, re, shutil, subprocess, sys, threading, urllib.error, urllib.request
@@ -121,6 +122,13 @@ const loaded = Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.o
 const math = (window.MathJax && MathJax.startup && MathJax.startup.promise) ? MathJax.startup.promise : Promise.resolve();
 Promise.all([loaded, math]).then(() => done('ok'), e => done('error: ' + e));"""
 
+# the page's Colab badges and its sidebar links, in order
+JS_PAGE = """return {
+  badges: [...document.querySelectorAll('a.colab-badge')].map(a => {const i = a.querySelector('img');
+            return {href: a.href, loaded: !!(i && i.complete && i.naturalWidth > 0), src: i ? i.src : null};}),
+  sidebar: [...document.querySelectorAll('nav.bd-docs-nav a.reference')].map(a => a.href),
+  code: [...document.querySelectorAll('article pre')].map(e => e.innerText).join('\\n')};"""
+
 JS_IMAGES = """return [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.getAttribute('src'));"""
 
 # math: source elements Sphinx writes, how many were typeset, MathJax errors, and the visible text outside code
@@ -141,14 +149,14 @@ return {n_math: maths.length,
         text: parts.join(' ')};"""
 
 
-def _screenshot(driver, path):
-    "A PNG of the whole page (at most 8000 px tall) through the DevTools protocol."
-    import base64
-    h = min(8000, driver.execute_script('return document.documentElement.scrollHeight'))
-    w = driver.execute_script('return document.documentElement.clientWidth')
-    shot = driver.execute_cdp_cmd('Page.captureScreenshot', {
-        'format': 'png', 'captureBeyondViewport': True, 'clip': {'x': 0, 'y': 0, 'width': w, 'height': h, 'scale': 1}})
-    path.write_bytes(base64.b64decode(shot['data']))
+def _screenshot(driver, path, max_h=8000):
+    "A PNG of the whole page (at most `max_h` px tall): the window made as tall as the page, then put back."
+    w, h = driver.get_window_size()['width'], driver.get_window_size()['height']
+    full = min(max_h, driver.execute_script('return document.documentElement.scrollHeight'))
+    try:
+        driver.set_window_size(w, max(h, full))
+        driver.save_screenshot(str(path))
+    finally: driver.set_window_size(w, h)
 
 
 def _pages(site):
@@ -178,61 +186,66 @@ def check_page(driver, base, page):
         if status != 200: problems.append(f'broken link {href} (HTTP {status})')
         elif frag and target.endswith('.html') and frag not in _ids(target):
             problems.append(f'broken anchor {href}')
+    info = driver.execute_script(JS_PAGE)
+    # nbdev's processing was applied: no hidden cell (the Colab install cell is one) and no `#|` directive shown
+    if 'google.colab' in info['code']: problems.append('a hidden cell is shown (the Colab install cell)')
+    directive = re.search(r'^\s*#\|.*$', info['code'], re.MULTILINE)
+    if directive: problems.append(f'a cell directive is shown: {directive.group(0).strip()!r}')
+    info.pop('code')
     m = driver.execute_script(JS_MATH)
     for raw in ('$$', '\\(', '\\[', '\\begin{'):
         if raw in m['text']:
             i = m['text'].index(raw)
             problems.append(f'raw math {raw!r} in the page text: ...{m["text"][max(0, i-60):i+60]}...')
+    raw_tex = re.search(r'\$[^$\s][^$\n]{0,80}\\[A-Za-z]+[^$\n]{0,80}\$', m['text'])  # $...\cmd...$ left as text
+    if raw_tex: problems.append(f'raw TeX in the page text: {raw_tex.group(0)!r}')
     if m['n_math'] and m['n_typeset'] < m['n_math']:
         problems.append(f"math not rendered: {m['n_math'] - m['n_typeset']} of {m['n_math']} formulas have no MathJax output")
     if m['errors']: problems.append(f"MathJax errors: {m['errors'][:5]}")
     SHOTS.mkdir(parents=True, exist_ok=True)
     _screenshot(driver, SHOTS/(page.replace('/', '__').removesuffix('.html') + '.png'))
-    return problems, m
+    return problems, {**info, 'n_math': m['n_math']}
 
 
 # ---------------------------------------------------------------- tests
-def test_every_page(site, server, driver):
-    "Every page loads cleanly: no console error, nothing fetched from outside, no broken image/link/anchor, math rendered."
+@pytest.fixture(scope='module')
+def checked(driver, site, server):
+    "Every page of the site loaded once in Chromium and checked: {page: (problems, info)}; screenshots saved."
     pages = _pages(site)
-    assert 'index.html' in pages and 'search.html' in pages, pages
-    report, n_math = {}, 0
-    for page in pages:
-        problems, m = check_page(driver, server, page)
-        n_math += m['n_math']
-        if problems: report[page] = problems
+    return {page: check_page(driver, server, page) for page in pages}
+
+
+def test_every_page(checked):
+    "Every page loads cleanly: no console error, nothing fetched from outside, no broken image/link/anchor, math rendered."
+    assert 'index.html' in checked and 'search.html' in checked, list(checked)
+    report = {page: problems for page, (problems, _) in checked.items() if problems}
     assert not report, 'problems in the docs site:\n' + json.dumps(report, indent=1)
-    print(f'{len(pages)} pages checked, {n_math} formulas rendered, screenshots in {SHOTS.relative_to(ROOT)}')
+    n_math = sum(info['n_math'] for _, info in checked.values())
+    print(f'{len(checked)} pages checked, {n_math} formulas rendered, screenshots in {SHOTS.relative_to(ROOT)}')
 
 
-def test_one_page_per_notebook_with_colab_badge(site, server, driver):
-    "Each notebook has its page, with an 'Open in Colab' badge (a local image) linking to the notebook on GitHub."
+def test_one_page_per_notebook_with_colab_badge(checked, server):
+    "Each notebook has its page, with one 'Open in Colab' badge (a local image) linking to the notebook on GitHub."
     cfg = _cfg()
     user, repo = cfg['git_url'].rstrip('/').split('/')[-2:]
     for rel, page in _notebooks():
-        assert (site/page).exists(), f'no page {page} for notebook {rel}: run `make docs`'
-        driver.get(server + page)
-        driver.execute_async_script(JS_SETTLE)
-        badges = driver.execute_script("""return [...document.querySelectorAll('a.colab-badge')].map(a => ({href: a.href,
-            img: a.querySelector('img') && a.querySelector('img').naturalWidth, src: a.querySelector('img') && a.querySelector('img').src}))""")
+        assert page in checked, f'no page {page} for notebook {rel}: run `make docs` and read what it reports'
+        badges = checked[page][1]['badges']
         want = f"https://colab.research.google.com/github/{user}/{repo}/blob/{cfg['branch']}/{cfg['nbs_path']}/{rel.as_posix()}"
         assert len(badges) == 1, f'{page}: expected one Colab badge, found {badges}'
         assert badges[0]['href'] == want, f"{page}: Colab link {badges[0]['href']} is not {want}"
-        assert badges[0]['img'] and badges[0]['src'].startswith(server), f'{page}: badge image not a loaded local file {badges[0]}'
+        assert badges[0]['loaded'] and badges[0]['src'].startswith(server), f'{page}: badge image not a loaded local file {badges[0]}'
 
 
-def test_sidebar_in_reading_order(site, server, driver):
+def test_sidebar_in_reading_order(checked, server):
     "The sidebar lists the front page first, then the notebooks in their numbered order."
-    driver.get(server + 'index.html')
-    links = driver.execute_script("return [...document.querySelectorAll('nav.bd-docs-nav a.reference')].map(a => a.getAttribute('href'))")
-    names = [l.split('#')[0] or 'index.html' for l in links]
-    names = [n if n != '#' else 'index.html' for n in names]
+    links = [urldefrag(u)[0].removeprefix(server) or 'index.html' for u in checked['index.html'][1]['sidebar']]
     want = [page for _, page in _notebooks()]
-    got = [n for n in names if n in want]
+    got = [n for n in links if n in want]
     assert got == want, f'sidebar order {got} is not the reading order {want}'
 
 
-def test_search_finds_a_page(site, server, driver):
+def test_search_finds_a_page(driver, site, server):
     "Sphinx's search page finds a notebook page by a word of its title."
     from selenium.webdriver.support.ui import WebDriverWait
     nbs = [page for _, page in _notebooks() if page != 'index.html'] or ['index.html']
@@ -248,3 +261,11 @@ def test_search_finds_a_page(site, server, driver):
     assert any(r.split('#')[0].split('?')[0] == page for r in results), f'search for {word!r} gave {results}, not {page}'
     SHOTS.mkdir(parents=True, exist_ok=True)
     _screenshot(driver, SHOTS/f'search-{word}.png')
+
+
+def test_build_had_no_warnings(site):
+    "Sphinx reported no warning (a warning is a page that renders wrong: a bad reference, directive or image)."
+    log = site.parent/'warnings.txt'
+    if not log.exists(): pytest.skip('docs/_build/warnings.txt missing: the site was not built by docs/build.py')
+    warnings = [l for l in log.read_text(encoding='utf-8').splitlines() if 'WARNING' in l or 'ERROR' in l]
+    assert not warnings, 'Sphinx warnings while building the site (`make docs` prints them):\n' + '\n'.join(warnings)
