@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test sync readme nbs docs clean-venv
+.PHONY: demo test sync readme nbs docs docs-serve clean-venv
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ nbs: $(STAMP)
 ## build the documentation site into docs/_build/html (offline)
 docs: $(STAMP)
 	$(BIN)/python docs/build.py
+
+## serve the built site on http://localhost:8000
+docs-serve:
+	$(BIN)/python -m http.server -d docs/_build/html 8000
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,14 +6,14 @@
 __all__ = ['CENTROID_MODES', 'CENTROIDS', 'GradCentroids', 'ClassSums', 'class_sums', 'LabelMeanCentroids', 'ClusterStats',
            'hard_clusters', 'effective_clusters', 'cluster_stats', 'collapse_flags']
 
-# %% ../nbs/03_centroids.ipynb #361605bd
+# %% ../nbs/03_centroids.ipynb #2640d1e8
 import math
 from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 import torch.distributed as dist
 
-# %% ../nbs/03_centroids.ipynb #22489f9f
+# %% ../nbs/03_centroids.ipynb #0666a63a
 class GradCentroids(nn.Module):
     "Centroids μ as an `nn.Parameter` (K,d), trained by the loss like any other weight."
     trainable = True
@@ -33,14 +33,14 @@ class GradCentroids(nn.Module):
 
     def extra_repr(self): return f"n_clusters={self.mu.shape[0]}, n_features={self.mu.shape[1]}"
 
-# %% ../nbs/03_centroids.ipynb #a5669bb7
+# %% ../nbs/03_centroids.ipynb #58d3fe86
 @dataclass
 class ClassSums:
     "Per-class weighted feature sums and counts of one batch."
     sums: Tensor    # (K,d) s_k = Σ_{i: y_i=k} w_i z_i
     counts: Tensor  # (K,)  c_k = Σ_{i: y_i=k} w_i
 
-# %% ../nbs/03_centroids.ipynb #f75dd9ae
+# %% ../nbs/03_centroids.ipynb #a4226111
 def _check_batch(features, labels, weights, n_classes):
     "Raise a clear ValueError for inputs `class_sums` cannot use (the value check only on CPU: no host sync)."
     if features.ndim != 2: raise ValueError(f"features must be (n,d), got shape {tuple(features.shape)}.")
@@ -53,7 +53,7 @@ def _check_batch(features, labels, weights, n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes}), got min {labels.min().item()}, max {labels.max().item()}; "
                          "drop unlabelled rows or give them weight 0 with any valid label.")
 
-# %% ../nbs/03_centroids.ipynb #34b990a6
+# %% ../nbs/03_centroids.ipynb #0c348efe
 def class_sums(features:Tensor,              # (n,d) features z
                labels:Tensor,                # (n,) int64 class ids in [0,K)
                n_classes:int,                # K
@@ -65,10 +65,10 @@ def class_sums(features:Tensor,              # (n,d) features z
     if weights is not None: onehot = onehot * weights.to(features.dtype)[:, None]
     return ClassSums(sums=onehot.T @ features, counts=onehot.sum(0))      # 'nk,nd->kd', (K,)
 
-# %% ../nbs/03_centroids.ipynb #11d0b1ff
+# %% ../nbs/03_centroids.ipynb #63f17dc9
 CENTROID_MODES = ('cumulative', 'count', 'ema')
 
-# %% ../nbs/03_centroids.ipynb #70f3c8f4
+# %% ../nbs/03_centroids.ipynb #e4a94c35
 def _fold(mode, mu, n_seen, t, s, c, momentum):
     "New centroids (K,d) for classes with c_k>0 under `mode`; the caller keeps absent classes."
     zbar = s / c.clamp_min(1e-12)[:, None]
@@ -76,7 +76,7 @@ def _fold(mode, mu, n_seen, t, s, c, momentum):
     if mode == 'count': return mu + (s - c[:, None] * mu) / (n_seen + c).clamp_min(1e-12)[:, None]
     return torch.where((n_seen > 0)[:, None], momentum * mu + (1 - momentum) * zbar, zbar)   # 'ema'
 
-# %% ../nbs/03_centroids.ipynb #762d4271
+# %% ../nbs/03_centroids.ipynb #bd5527a2
 def _all_reduce_sums(cs:ClassSums) -> ClassSums:
     "Sum per-class sums and counts over all DDP ranks (one all-reduce); identity when not distributed."
     if not (dist.is_available() and dist.is_initialized()): return cs
@@ -84,7 +84,7 @@ def _all_reduce_sums(cs:ClassSums) -> ClassSums:
     dist.all_reduce(packed)
     return ClassSums(sums=packed[:, :-1], counts=packed[:, -1])
 
-# %% ../nbs/03_centroids.ipynb #6f845102
+# %% ../nbs/03_centroids.ipynb #d113a1c1
 class LabelMeanCentroids(nn.Module):
     "Centroids μ (K,d) as a buffer, set from the labelled features of each class under no_grad."
     trainable = False
@@ -116,10 +116,10 @@ class LabelMeanCentroids(nn.Module):
 
     def extra_repr(self): return f"n_clusters={self.mu.shape[0]}, n_features={self.mu.shape[1]}, mode={self.mode!r}"
 
-# %% ../nbs/03_centroids.ipynb #50d5d9a0
+# %% ../nbs/03_centroids.ipynb #57f417ab
 CENTROIDS = {'grad': GradCentroids, 'label_mean': LabelMeanCentroids}
 
-# %% ../nbs/03_centroids.ipynb #c62083ee
+# %% ../nbs/03_centroids.ipynb #4a07fb20
 @dataclass
 class ClusterStats:
     "Cluster-usage and scale statistics of features, assignments and centroids (0-dim tensors)."
@@ -134,29 +134,29 @@ class ClusterStats:
     centroid_norm: Tensor        # mean_k ‖μ_k‖
     def to_dict(self) -> dict: return {k: float(v) for k, v in asdict(self).items()}
 
-# %% ../nbs/03_centroids.ipynb #566721f4
+# %% ../nbs/03_centroids.ipynb #6fdb23f7
 def _perplexity(p:Tensor) -> Tensor:
     "exp of the entropy of a probability vector p (K,)."
     return torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
 
-# %% ../nbs/03_centroids.ipynb #ebd613b2
+# %% ../nbs/03_centroids.ipynb #a33f878f
 def hard_clusters(gamma:Tensor) -> Tensor:
     "Perplexity of the histogram of hard assignments argmax_k γ_ik (n,K) → 0-dim."
     counts = torch.bincount(gamma.argmax(1), minlength=gamma.shape[1]).float()
     return _perplexity(counts / counts.sum())
 
-# %% ../nbs/03_centroids.ipynb #7625c3f7
+# %% ../nbs/03_centroids.ipynb #641be3c7
 def effective_clusters(gamma:Tensor) -> Tensor:
     "Perplexity exp(H(mean_i γ_i)) of the average assignment (n,K) → 0-dim."
     return _perplexity(gamma.float().mean(0))
 
-# %% ../nbs/03_centroids.ipynb #12d65fe6
+# %% ../nbs/03_centroids.ipynb #ac9e361e
 def _pairwise(mu:Tensor) -> Tensor:
     "Distances ‖μ_k − μ_l‖ for k<l, flat (K(K−1)/2,)."
     i, j = torch.triu_indices(len(mu), len(mu), 1, device=mu.device)
     return (mu[i] - mu[j]).norm(dim=1)
 
-# %% ../nbs/03_centroids.ipynb #cbcc2513
+# %% ../nbs/03_centroids.ipynb #1045d559
 @torch.no_grad()
 def cluster_stats(features:Tensor,  # (n,d) features z
                   gamma:Tensor,     # (n,K) assignments γ (rows sum to 1)
@@ -174,7 +174,7 @@ def cluster_stats(features:Tensor,  # (n,d) features z
                         feature_scale=scale, feature_norm=norms.mean(), feature_var=var.mean(),
                         feature_spread=var.sum() / scale.square(), centroid_norm=mu.norm(dim=1).mean())
 
-# %% ../nbs/03_centroids.ipynb #a5e94553
+# %% ../nbs/03_centroids.ipynb #611328af
 def collapse_flags(stats:dict,       # `ClusterStats.to_dict()`, or a training-history row with those keys
                    n_clusters:int,   # K
                    prefix:str='',    # key prefix, e.g. 'val_' for `train.run(...).history`

@@ -123,9 +123,9 @@ def test_ddp_all_reduce_matches_single_process():
     with tempfile.TemporaryDirectory() as d:
         procs = [ctx.Process(target=_ddp_worker, args=(r, 2, os.path.join(d, 'store'), q)) for r in range(2)]
         for p in procs: p.start()
-        res = [q.get(timeout=60) for _ in range(2 * len(CENTROID_MODES))]
-        for p in procs: p.join(60)
-    assert all(p.exitcode == 0 for p in procs)
+        res = [q.get(timeout=300) for _ in range(2 * len(CENTROID_MODES))]   # generous: the CI machine may be busy
+        for p in procs: p.join(300)
+    assert [p.exitcode for p in procs] == [0, 0], "a DDP worker did not exit cleanly"
     for mode, mu, counts in res:
         ref = LabelMeanCentroids(3, 2, mode=mode, momentum=0.5)
         for z, y in BATCHES[:2]: ref.update(z, y)
