@@ -11,9 +11,12 @@ PY = sys.executable
 SUMMARY_KEYS = ('dataset', 'method', 'labels', 'seed', 'steps', 'best_step', 'val_acc', 'test_acc')
 
 
-def cli(*args, **kw):
-    "Run supercm_train in a subprocess."
-    return subprocess.run([PY, '-c', 'from supercm_nb.train import main; main()', *args], capture_output=True, text=True, **kw)
+BIN = Path(PY).parent
+
+
+def cli(*args, prog='supercm_train', **kw):
+    "Run an installed console script (as a user would) in a subprocess."
+    return subprocess.run([str(BIN/prog), *args], capture_output=True, text=True, **kw)
 
 
 def test_cli_writes_run_folder(tmp_path):
@@ -103,7 +106,7 @@ class _StopAt(Callback):
 
 
 def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
-    p = subprocess.Popen([PY, '-c', 'from supercm_nb.train import main; main()', '--dataset', 'digits', '--method', 'supercm',
+    p = subprocess.Popen([str(BIN/'supercm_train'), '--dataset', 'digits', '--method', 'supercm',
                           '--steps', '100000', '--eval-every', '50', '--out', str(tmp_path), '--no-progress'],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -126,3 +129,15 @@ def test_ddp_gloo_matches_single_process(tmp_path):
     assert torch.allclose(torch.tensor(a['losses']), torch.tensor(b['losses']), atol=1e-5), (a['losses'], b['losses'])
     assert torch.allclose(torch.tensor(a['mu']), torch.tensor(b['mu']), atol=1e-5)
     assert torch.allclose(torch.tensor(a['w0']), torch.tensor(b['w0']), atol=1e-5)
+
+
+def test_bench_and_gpu_check_dry_run(tmp_path):
+    r = cli('--arch', 'cnn8', '--methods', 'ce,supercm', '--steps', '2', prog='supercm_bench')
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(l) for l in r.stdout.splitlines()]
+    assert {'arch', 'method', 'batch', 'device', 'step_ms', 'img_per_s'} <= set(rows[0])
+    assert any('overhead_of' in row for row in rows) and any('data_path_share_percent' in row for row in rows)
+    r = cli('--dry-run', '--out', str(tmp_path/'g'), prog='supercm_gpu_check')
+    assert r.returncode == 0, r.stderr
+    info = json.loads((tmp_path/'g'/'gpu_check.json').read_text())
+    assert set(info['cifar10_jpeg_q75']) == {'ce', 'supercm'} and (tmp_path/'g'/'throughput.jsonl').exists()
