@@ -186,16 +186,9 @@ def _decode(files, what):
 
 # %% ../nbs/04_data.ipynb #74181a0c
 def atomic_write(path, write_fn):
-    "Call `write_fn(tmp_path)` then rename the temporary file onto `path`, so readers never see a partial file."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    "Call `write_fn(tmp_path)` then rename the temporary file onto `path` (via `learner.atomic_path`: fsync, usual permissions)."
+    from supercm_nb.learner import atomic_path
+    with atomic_path(path) as tmp: write_fn(tmp)
 
 def _savez(path, arrays:dict):
     "np.savez to exactly `path` (no '.npz' appended), closing the file."
