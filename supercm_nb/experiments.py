@@ -219,6 +219,11 @@ def _digits(**kw): return grid('digits', **kw, seed=list(SEEDS))   # seeds inner
 def _mnist(**kw): return grid('mnist', **kw, seed=list(SEEDS))
 _BY = ('dataset', 'labels', 'method')
 
+def _cm_ablation(runs, labels):
+    "Each CM term alone, the full loss, the labelled half only, and detached features (encoder-only), for SuperCM at `labels`."
+    return (runs(labels=labels, method='supercm', cm_terms=[('reconstruction',), ('sparsity',), ('merging',), CM_TERMS])
+            + runs(labels=labels, method='supercm', cm_on='labeled') + runs(labels=labels, method='supercm', cm_detach=True))
+
 STUDIES = {  # name: (configs, table grouping, root sub-folder shared by studies of the same data)
     'label_sweep_digits': (lambda: _digits(labels=[20, 50, 100], method=['ce', 'supercm', 'entmin', 'vat', 'vat+supercm']), _BY, 'digits'),
     'beta_sweep_digits': (lambda: _digits(labels=50, method='supercm', beta=[0.0, 0.186, 1.0, 3.0, 10.0]), _BY + ('beta',), 'digits'),
@@ -227,13 +232,12 @@ STUDIES = {  # name: (configs, table grouping, root sub-folder shared by studies
                                  + _digits(labels=50, method='supercm', centroid_features='eval')
                                  + _digits(labels=50, method='supercm', centroids='grad'),
                                  _BY + ('centroids', 'centroid_mode', 'centroid_features'), 'digits'),
-    'cm_ablation_digits': (lambda: _digits(labels=50, method='supercm', cm_terms=[('reconstruction',), ('sparsity',), ('merging',), CM_TERMS])
-                           + _digits(labels=50, method='supercm', cm_on='labeled') + _digits(labels=50, method='supercm', cm_detach=True),
-                           _BY + ('cm_terms', 'cm_on', 'cm_detach'), 'digits'),
+    'cm_ablation_digits': (lambda: _cm_ablation(_digits, 50), _BY + ('cm_terms', 'cm_on', 'cm_detach'), 'digits'),
+    'cm_ablation_mnist': (lambda: _cm_ablation(_mnist, 100), _BY + ('cm_terms', 'cm_on', 'cm_detach'), 'mnist'),
     'vat_xi_digits': (lambda: _digits(labels=20, method=['vat', 'vat+supercm'], vat_xi=[1e-6, 1e-3]), _BY + ('vat_xi',), 'digits'),
     'lr_digits': (lambda: _digits(labels=50, method=['ce', 'supercm', 'entmin'], lr=[3e-4, 1e-3, 3e-3]), _BY + ('lr',), 'digits'),
-    'label_sweep_mnist': (lambda: _mnist(labels=[20, 100, 1000], method=['ce', 'supercm', 'vat', 'vat+supercm']), _BY, 'mnist'),
-    'ssl_mnist': (lambda: _mnist(labels=100, method=['pl', 'pl+supercm', 'fixmatch', 'fixmatch+supercm', 'entmin']), _BY, 'mnist'),
+    'label_sweep_mnist': (lambda: _mnist(labels=[20, 100, 1000], method=['ce', 'supercm', 'entmin', 'vat', 'vat+supercm']), _BY, 'mnist'),
+    'ssl_mnist': (lambda: _mnist(labels=100, method=['pl', 'pl+supercm', 'fixmatch', 'fixmatch+supercm', 'entmin+supercm']), _BY, 'mnist'),
 }
 
 def study_configs(name:str, data_root=None) -> list[TrainConfig]:

@@ -113,11 +113,12 @@ ARCHS = {
     'wrn28_8': lambda c, **kw: WideResNet(c, 28, 8, **kw),
     'cnn8': lambda c, **kw: SmallCNN(c, (32, 64, 128), 1, (True, False, False), **kw),
     'cnn28': lambda c, **kw: SmallCNN(c, (32, 64, 128), 2, (True, True, False), **kw),
+    'cnn28s': lambda c, **kw: SmallCNN(c, (16, 32, 64), 2, (True, True, False), **kw),
     'cnn32': lambda c, **kw: SmallCNN(c, (32, 64, 128), 2, (True, True, False), **kw),
     'mlp': lambda c, **kw: MLP(c, **kw),
 }
 
-def make_model(arch:str,          # one of ARCHS: 'wrn28_2', 'wrn28_8', 'cnn8', 'cnn28', 'cnn32', 'mlp'
+def make_model(arch:str,          # one of ARCHS: 'wrn28_2', 'wrn28_8', 'cnn8', 'cnn28', 'cnn28s', 'cnn32', 'mlp'
                in_channels:int,   # image channels (input dimension for 'mlp')
                n_classes:int,     # K: clusters = classes
                centroids:nn.Module|None=None,  # centroid module for the head (None: the head's default)

@@ -102,7 +102,7 @@ CIFAR10_METHODS = ('ce', 'supercm', 'vat', 'vat+supercm', 'pl', 'pl+supercm', 'f
 RECIPES = {f'cifar10-{m}-{n}': _cifar10(m, n) for m in CIFAR10_METHODS for n in CIFAR10_LABELS}
 RECIPES.update({
     'digits': dict(dataset='digits', labels=50, arch='cnn8', steps=2000, lr=1e-3, eval_every=200),
-    'mnist': dict(dataset='mnist', labels=100, arch='cnn28', steps=1500, lr=1e-3, eval_every=250),
+    'mnist': dict(dataset='mnist', labels=100, val=1000, arch='cnn28s', steps=600, lr=1e-3, eval_every=150),
 })
 
 # %% ../nbs/08_train.ipynb #2636b9d0

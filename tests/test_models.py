@@ -9,7 +9,7 @@ from supercm_nb.models import ARCHS, ModelOut, SSLNet, WideResNet, default_arch,
 def n_params(m): return sum(p.numel() for p in m.parameters())
 
 
-@pytest.mark.parametrize('arch,c,s,d', [('cnn8', 1, 8, 128), ('cnn28', 1, 28, 128), ('cnn32', 3, 32, 128),
+@pytest.mark.parametrize('arch,c,s,d', [('cnn8', 1, 8, 128), ('cnn28', 1, 28, 128), ('cnn28s', 1, 28, 64), ('cnn32', 3, 32, 128),
                                         ('wrn28_2', 3, 32, 128), ('wrn28_2', 1, 28, 128)])
 def test_forward_shapes(arch, c, s, d):
     m = make_model(arch, c, 10)
@@ -71,5 +71,5 @@ def test_centroids_passed_through():
 
 def test_unknown_arch_and_defaults():
     with pytest.raises(ValueError, match="unknown arch 'resnet'; valid: wrn28_2, wrn28_8, cnn8"): make_model('resnet', 3, 10)
-    assert set(ARCHS) == {'wrn28_2', 'wrn28_8', 'cnn8', 'cnn28', 'cnn32', 'mlp'}
+    assert set(ARCHS) == {'wrn28_2', 'wrn28_8', 'cnn8', 'cnn28', 'cnn28s', 'cnn32', 'mlp'}
     assert [default_arch(s) for s in (8, 28, 32)] == ['cnn8', 'cnn28', 'wrn28_2'] and default_arch(32, small=True) == 'cnn32'
