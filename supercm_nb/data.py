@@ -82,7 +82,7 @@ _TV = {  # name: (torchvision class, folder it reads below root, flip allowed)
     'cifar10': ('CIFAR10', 'cifar-10-batches-py', True),
     'cifar100': ('CIFAR100', 'cifar-100-python', True),
 }
-DATASETS = ('digits', 'mnist', 'fashion_mnist', 'svhn', 'cifar10', 'cifar100', 'imagefolder', 'npz')
+DATASETS = ('digits', 'mnist', 'fashion_mnist', 'svhn', 'cifar10', 'cifar10_jpeg', 'cifar100', 'imagefolder', 'npz')
 
 def default_root() -> Path:
     "Where datasets are looked for when no root is given: $SUPERCM_DATA, else ./data."
@@ -221,6 +221,28 @@ def _load_folder(root=None, download=False, flip=True) -> ImageData:
     return _image_data('imagefolder', xtr, ytr, xte, yte, classes, flip, root)
 
 # %% ../nbs/04_data.ipynb #cdf6fb3f
+def _jpeg_root(root) -> Path:
+    "The image folder of 'cifar10_jpeg': `root` itself, root/cifar10-jpeg, or extracted once from a .tar.xz next to it."
+    root = default_root() if root is None else Path(root)
+    if root.is_dir() and not (root/'train').is_dir() and (root/'cifar10-jpeg-q75.tar.xz').is_file(): root = root/'cifar10-jpeg-q75.tar.xz'
+    if root.is_file() and root.name.endswith('.tar.xz'):
+        name = root.name[:-len('.tar.xz')]
+        writable = os.access(root.parent, os.W_OK)
+        dest = root.parent/name if writable else Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))/'supercm_nb'/name
+        if not (dest/'train').is_dir():
+            import tarfile, tempfile
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix='.extract-'))
+            with tarfile.open(root) as t: t.extractall(tmp, filter='data')
+            inner = next(p.parent for p in tmp.rglob('train') if p.is_dir() and (p.parent/'test').is_dir())
+            inner.rename(dest)   # atomic: a half-extracted folder is never taken for the data
+            if tmp.exists(): import shutil; shutil.rmtree(tmp, ignore_errors=True)
+        return dest
+    for cand in (root, root/'cifar10-jpeg-q75', root/'cifar10-jpeg'):
+        if (cand/'train').is_dir(): return cand
+    raise FileNotFoundError(f"dataset 'cifar10_jpeg': no train/ and test/ folders in {root} (or {root}/cifar10-jpeg-q75): "
+                            f"pass --data-root pointing at the folder, or at cifar10-jpeg-q75.tar.xz")
+
 def load_dataset(name:str,                 # one of `DATASETS`
                  root:str|Path|None=None,  # torchvision root / image folder / .npz file; None: $SUPERCM_DATA or ./data
                  download:bool=False,      # let torchvision download missing files (needs internet)
@@ -231,6 +253,7 @@ def load_dataset(name:str,                 # one of `DATASETS`
     if name == 'digits': d = _load_digits()
     elif name == 'npz': d = _load_npz(root)
     elif name == 'imagefolder': d = _load_folder(root)
+    elif name == 'cifar10_jpeg': d = _load_folder(_jpeg_root(root)); d.name = 'cifar10_jpeg'
     else: d = _load_tv(name, root, download)
     if flip is not None: d.flip = flip
     return d
@@ -270,7 +293,7 @@ def default_val_size(name:str,            # dataset name
                      n_train:int|None=None # training-set size, needed for 'imagefolder' and 'npz'
                     ) -> int:
     "Validation images held out of train: 5000 (SVHN 7326, as Oliver et al.), 200 for digits, else 10% of train up to 5000."
-    fixed = {'digits': 200, 'mnist': 5000, 'fashion_mnist': 5000, 'cifar10': 5000, 'cifar100': 5000, 'svhn': 7326}
+    fixed = {'digits': 200, 'mnist': 5000, 'fashion_mnist': 5000, 'cifar10': 5000, 'cifar10_jpeg': 5000, 'cifar100': 5000, 'svhn': 7326}
     if name in fixed: return fixed[name]
     if n_train is None: raise ValueError(f"default_val_size({name!r}) needs n_train (the default is 10% of train, at most 5000)")
     return min(5000, n_train // 10)
@@ -565,6 +588,7 @@ class Batch:
     xl_clean: Tensor          # (bl,C,H,W) the labelled images normalised, without augmentation
     il: Tensor|None = None    # (bl,) indices into x_train of the labelled images
     iu: Tensor|None = None    # (bu,) indices into x_train of the unlabelled images
+    xu2: Tensor|None = None   # (bu,C,H,W) a second, independent weak augmentation of xu's images (second_view=True)
 
     def __repr__(self):
         return f"Batch(xl {tuple(self.xl.shape)}, xu {tuple(self.xu.shape)}, strong={self.xu_strong is not None}, {self.xl.device})"
@@ -580,10 +604,11 @@ class SSLBatches:
                  device='cpu', seed:int=0,
                  augment:AugmentConfig|None=None,  # None: AugmentConfig.for_data(data)
                  strong:bool=False,                # also return a strong augmentation of the unlabelled batch
+                 second_view:bool=False,           # also return a second weak augmentation of it (Π-model, Mean Teacher)
                  normalize:Normalizer|None=None,   # None: Normalizer.from_data(data)
                  channels_last:bool=False):
         check_split(split, data)
-        self.device, self.strong, self.step = torch.device(device), strong, 0
+        self.device, self.strong, self.second_view, self.step = torch.device(device), strong, second_view, 0
         self.aug = AugmentConfig.for_data(data) if augment is None else augment
         side = min(data.shape[1:])
         if max(self.aug.translate, self.aug.strong_translate or 0) >= side:
@@ -609,9 +634,10 @@ class SSLBatches:
         xu = weak_augment(xu8, self.aug, self.g, self.norm)
         xl_clean = self.norm(xl8)
         xs = strong_augment(xu8.float() / 255, self.aug, self.norm, self.g) if self.strong else None
+        xu2 = weak_augment(xu8, self.aug, self.g, self.norm) if self.second_view else None
         self.step += 1
-        f = self._fmt
-        return Batch(f(xl), self.y[il], f(xu), None if xs is None else f(xs), f(xl_clean), il, iu)
+        f = lambda t: None if t is None else self._fmt(t)
+        return Batch(f(xl), self.y[il], f(xu), f(xs), f(xl_clean), il, iu, f(xu2))
 
     def state_dict(self) -> dict:
         "Sampler permutations, positions and generator states, and the step count (all CPU tensors / ints)."

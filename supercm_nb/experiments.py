@@ -12,13 +12,14 @@ import numpy as np
 import torch
 
 from .learner import write_json, atomic_path
-from .train import TrainConfig, make_config, run, build, config_dict, RECIPES
+from .train import TrainConfig, make_config, run, build, config_dict, RECIPES, CPU_CIFAR10_METHODS
 from .methods import head_of, CM_TERMS
 
 # %% auto #0
-__all__ = ['SEEDS', 'STUDIES', 'grid', 'run_name', 'run_one', 'run_grid', 'collect', 'mean_std', 'results_table', 'save_csv',
-           'load_csv', 'show_table', 'Features', 'features', 'separation', 'embed_2d', 'plot_embedding', 'compare',
-           'run_features', 'main', 'study_configs', 'save_study_table', 'run_study', 'run_cost', 'run_studies']
+__all__ = ['SEEDS', 'BETA_GRID', 'BETA_GRID_CIFAR10', 'STUDIES', 'grid', 'run_name', 'run_one', 'run_grid', 'collect', 'mean_std',
+           'results_table', 'save_csv', 'load_csv', 'show_table', 'paired_diff', 'Features', 'features', 'separation',
+           'embed_2d', 'plot_embedding', 'compare', 'run_features', 'Selection', 'choose', 'select', 'main',
+           'study_configs', 'save_study_table', 'run_study', 'run_cost', 'run_studies']
 
 # %% ../nbs/09_experiments.ipynb #57dbd0e9
 def grid(recipe:str|None=None, **axes) -> list[TrainConfig]:
@@ -111,6 +112,28 @@ def show_table(rows:list[dict], cols=None) -> str:
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(cols)] + ['| ' + ' | '.join(fmt(r, c) for c in cols) + ' |' for r in rows]
     return '\n'.join(lines)
 
+# %% ../nbs/09_experiments.ipynb #58d23276
+def paired_diff(rows:list[dict],   # per-seed rows with 'method', 'seed', `key`, 'test_acc' (e.g. a `_seeds.csv`)
+                base, other,       # values of column `by` (method names by default): the difference is other − base
+                key:str='labels',  # one difference per value of this column
+                by:str='method',   # the column that tells the two arms apart (e.g. 'vat_rows')
+                metric:str='test_acc', where:dict|None=None, # only rows whose columns equal `where`'s values
+               ) -> dict:
+    "Per value of `key`: mean, std, n, the per-seed differences other − base (points) and a paired t-test's p and verdict."
+    from scipy import stats
+    rows = [r for r in rows if all(r.get(k) == v for k, v in (where or {}).items())]
+    acc = {(r[by], r[key], r['seed']): 100 * r[metric] for r in rows}
+    out = {}
+    for k in sorted({r[key] for r in rows}):
+        seeds = sorted({s for (m, kk, s) in acc if kk == k and (base, k, s) in acc and (other, k, s) in acc})
+        d = [acc[other, k, s] - acc[base, k, s] for s in seeds]
+        if not d: continue
+        m, sd = mean_std(d)
+        p = float(stats.ttest_rel([acc[other, k, s] for s in seeds], [acc[base, k, s] for s in seeds]).pvalue) if len(d) > 1 and sd > 0 else float('nan')
+        verdict = 'inconclusive' if not p < 0.05 else ('better' if m > 0 else 'worse')
+        out[k] = {'mean': m, 'std': sd, 'n': len(d), 'diffs': d, 'seeds': seeds, 'p': p, 'verdict': verdict}
+    return out
+
 # %% ../nbs/09_experiments.ipynb #a659aabd
 @dataclass
 class Features:
@@ -191,6 +214,39 @@ def run_features(cfg:TrainConfig, folder:Path, which:str='best.pt') -> Features:
     getattr(b.learn.model, 'module', b.learn.model).load_state_dict(sd['model'])
     return features(b.learn, b.evaluator)
 
+# %% ../nbs/09_experiments.ipynb #4f3f8bcf
+@dataclass
+class Selection:
+    "The outcome of a grid search on validation accuracy."
+    choice: dict          # the chosen values, e.g. {'beta': 3.0}
+    table: list[dict]     # per candidate: its values, n, val and test mean ± std in % (test is reported, never used)
+
+def choose(rows:list[dict], axes=('beta',)) -> Selection:
+    "Pick the candidate (a combination of `axes`) with the best mean validation accuracy over its seeds."
+    groups = {}
+    for r in rows: groups.setdefault(tuple(r[a] for a in axes), []).append(r)
+    if not groups: raise ValueError(f"choose: no finished runs to choose from (axes {axes})")
+    table = []
+    for key, rs in sorted(groups.items()):
+        (vm, vs), (tm, ts) = (mean_std([100 * r[k] for r in rs]) for k in ('val_acc', 'test_acc'))
+        table.append({**dict(zip(axes, key)), 'n': len(rs), 'val_mean': round(vm, 2), 'val_std': round(vs, 2),
+                      'test_mean': round(tm, 2), 'test_std': round(ts, 2)})
+    best = max(table, key=lambda t: t['val_mean'])
+    return Selection({a: best[a] for a in axes}, table)
+
+def select(recipe:str|None=None, root:str|Path='runs/select', betas=(0.186, 1.0, 3.0), lrs=None, deltas=None,
+           seeds=(0, 1, 2), workers:int=2, verbose:bool=True, **overrides) -> Selection:
+    "Train the grid β × (lr) × (δ) × seeds on top of `recipe`, choose on validation, print the table and the choice."
+    axes = {'beta': list(betas), **({'lr': list(lrs)} if lrs else {}), **({'delta': list(deltas)} if deltas else {})}
+    cfgs = grid(recipe, **axes, **overrides, seed=list(seeds))
+    rows = run_grid(cfgs, root, workers=workers, verbose=False)
+    sel = choose([{**config_dict(c), **r} for c, r in zip(cfgs, rows)], tuple(axes))
+    if verbose:
+        print(f"{len(cfgs)} runs; chosen on validation (mean over seeds {list(seeds)}): {sel.choice}")
+        for t in sel.table: print('  ' + '  '.join(f"{a}={t[a]}" for a in axes) +
+                                  f"  val {t['val_mean']:.2f} ± {t['val_std']:.2f}  test {t['test_mean']:.2f} ± {t['test_std']:.2f}")
+    return sel
+
 # %% ../nbs/09_experiments.ipynb #d1b03382
 def main(argv=None):
     "Entry point of `supercm_experiments`."
@@ -205,9 +261,19 @@ def main(argv=None):
     s.add_argument('name', nargs='+', help='one or more of: ' + ', '.join(STUDIES)); s.add_argument('--root', default='runs')
     s.add_argument('--results', default='nbs/results'); s.add_argument('--workers', type=int, default=2)
     s.add_argument('--data-root', default=None)
+    e = sub.add_parser('select', help='choose beta (and optionally lr, delta) on validation over a small grid')
+    e.add_argument('--recipe', default='digits', help='recipe the grid is built on'); e.add_argument('--labels', type=int)
+    e.add_argument('--beta', default='0.186,1,3', help='comma-separated candidates'); e.add_argument('--lr'); e.add_argument('--delta')
+    e.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2]); e.add_argument('--steps', type=int)
+    e.add_argument('--out', default='runs/select'); e.add_argument('--workers', type=int, default=2); e.add_argument('--data-root')
     a = p.parse_args(argv)
+    floats = lambda v: [float(x) for x in v.split(',')] if v else None
     try:
         if a.cmd == 'compare': compare(a.dataset, a.labels, tuple(a.seeds), tuple(a.methods.split(',')), a.steps, a.out, a.workers)
+        elif a.cmd == 'select':
+            sel = select(a.recipe, a.out, floats(a.beta), floats(a.lr), floats(a.delta), tuple(a.seeds), a.workers,
+                         **{k: v for k, v in dict(labels=a.labels, steps=a.steps, data_root=a.data_root).items() if v is not None})
+            print(json.dumps({'choice': sel.choice}))
         elif len(a.name) == 1: run_study(a.name[0], a.root, a.results, a.workers, a.data_root)
         else: run_studies(a.name, a.root, a.results, a.workers, a.data_root)
     except (ValueError, FileNotFoundError, RuntimeError) as e: sys.exit(f"supercm_experiments: error: {e}")
@@ -219,13 +285,24 @@ def _digits(**kw): return grid('digits', **kw, seed=list(SEEDS))   # seeds inner
 def _mnist(**kw): return grid('mnist', **kw, seed=list(SEEDS))
 _BY = ('dataset', 'labels', 'method')
 
+def _vat_all_rows(cfgs):
+    "These sweeps ran VAT on all rows (the package's default before `vat_rows`): keep them reproducible."
+    return [dataclasses.replace(c, vat_rows='all') if 'vat' in c.method else c for c in cfgs]
+
+def _cifar10cpu(methods, labels, betas=(None,)):
+    "CIFAR-10 (JPEG q75) CPU-recipe configs (β from the recipe unless `betas`), seeds innermost."
+    return [make_config(f'cifar10cpu-{m}-{n}', seed=s, beta=b) for n in labels for m in methods for b in betas for s in SEEDS]
+
+BETA_GRID = (0.186, 1.0, 3.0)   # the paper's CIFAR-10 β, and the two larger values the digits sweep favoured
+BETA_GRID_CIFAR10 = (0.186, 3.0) # the CPU budget allows one alternative on CIFAR-10
+
 def _cm_ablation(runs, labels):
     "Each CM term alone, the full loss, the labelled half only, and detached features (encoder-only), for SuperCM at `labels`."
     return (runs(labels=labels, method='supercm', cm_terms=[('reconstruction',), ('sparsity',), ('merging',), CM_TERMS])
             + runs(labels=labels, method='supercm', cm_on='labeled') + runs(labels=labels, method='supercm', cm_detach=True))
 
 STUDIES = {  # name: (configs, table grouping, root sub-folder shared by studies of the same data)
-    'label_sweep_digits': (lambda: _digits(labels=[20, 50, 100], method=['ce', 'supercm', 'entmin', 'vat', 'vat+supercm']), _BY, 'digits'),
+    'label_sweep_digits': (lambda: _vat_all_rows(_digits(labels=[20, 50, 100], method=['ce', 'supercm', 'entmin', 'vat', 'vat+supercm'])), _BY, 'digits'),
     'beta_sweep_digits': (lambda: _digits(labels=50, method='supercm', beta=[0.0, 0.186, 1.0, 3.0, 10.0]), _BY + ('beta',), 'digits'),
     'ssl_digits': (lambda: _digits(labels=50, method=['pl', 'pl+supercm', 'fixmatch', 'fixmatch+supercm', 'entmin+supercm']), _BY, 'digits'),
     'centroid_ablation_digits': (lambda: _digits(labels=50, method='supercm', centroid_mode=['count', 'cumulative', 'ema'])
@@ -234,9 +311,20 @@ STUDIES = {  # name: (configs, table grouping, root sub-folder shared by studies
                                  _BY + ('centroids', 'centroid_mode', 'centroid_features'), 'digits'),
     'cm_ablation_digits': (lambda: _cm_ablation(_digits, 50), _BY + ('cm_terms', 'cm_on', 'cm_detach'), 'digits'),
     'cm_ablation_mnist': (lambda: _cm_ablation(_mnist, 100), _BY + ('cm_terms', 'cm_on', 'cm_detach'), 'mnist'),
-    'vat_xi_digits': (lambda: _digits(labels=20, method=['vat', 'vat+supercm'], vat_xi=[1e-6, 1e-3]), _BY + ('vat_xi',), 'digits'),
+    'vat_xi_digits': (lambda: _vat_all_rows(_digits(labels=20, method=['vat', 'vat+supercm'], vat_xi=[1e-6, 1e-3])), _BY + ('vat_xi',), 'digits'),
+    'fidelity_digits': (lambda: _digits(labels=50, method='supercm', loss_norm=['labeled', 'batch'])
+                        + _digits(labels=50, method='pl', pl_form=['hard', 'authors'])
+                        + _digits(labels=50, method='supercm', per_sample_augment=False),
+                        _BY + ('loss_norm', 'pl_form', 'per_sample_augment'), 'digits'),
+    'vat_rows_digits': (lambda: _digits(labels=20, method=['vat', 'vat+supercm'], vat_rows=['unlabeled', 'all'])
+                        + _digits(labels=20, method='vat', vat_rows='masked') + _digits(labels=20, method='vat', vat_kl='reverse'),
+                        _BY + ('vat_rows', 'vat_kl'), 'digits'),
     'lr_digits': (lambda: _digits(labels=50, method=['ce', 'supercm', 'entmin'], lr=[3e-4, 1e-3, 3e-3]), _BY + ('lr',), 'digits'),
-    'label_sweep_mnist': (lambda: _mnist(labels=[20, 100, 1000], method=['ce', 'supercm', 'entmin', 'vat', 'vat+supercm']), _BY, 'mnist'),
+    'label_sweep_mnist': (lambda: _vat_all_rows(_mnist(labels=[20, 100, 1000], method=['ce', 'supercm', 'entmin', 'vat', 'vat+supercm'])), _BY, 'mnist'),
+    'label_sweep_cifar10': (lambda: _cifar10cpu(CPU_CIFAR10_METHODS, (600, 4000)), _BY, 'cifar10_jpeg'),
+    'beta_select_cifar10': (lambda: _cifar10cpu(['supercm'], (600, 4000), BETA_GRID_CIFAR10), _BY + ('beta',), 'cifar10_jpeg'),
+    'ceiling_cifar10': (lambda: _cifar10cpu(['ce'], (49000,))[:1], _BY, 'cifar10_jpeg'),   # one seed: a ceiling, not a comparison
+    'beta_select_mnist': (lambda: _mnist(labels=100, method='supercm', beta=list(BETA_GRID)), _BY + ('beta',), 'mnist'),
     'ssl_mnist': (lambda: _mnist(labels=100, method=['pl', 'pl+supercm', 'fixmatch', 'fixmatch+supercm', 'entmin+supercm']), _BY, 'mnist'),
 }
 
@@ -254,6 +342,8 @@ def save_study_table(name:str, root='runs', results='nbs/results', data_root=Non
     if not rows: return []
     tab = results_table(rows, by)
     save_csv(tab, Path(results)/f'{name}.csv')
+    save_csv([{**{k: _key(r.get(k)) for k in by}, 'seed': r['seed'], 'test_acc': round(r['test_acc'], 5), 'val_acc': round(r['val_acc'], 5),
+               'best_step': r['best_step'], 'run': r['run']} for r in sorted(rows, key=lambda r: tuple(str(r[k]) for k in by) + (r['seed'],))], Path(results)/f'{name}_seeds.csv')
     return tab
 
 def run_study(name:str, root='runs', results='nbs/results', workers:int=2, data_root=None) -> list[dict]:

@@ -154,13 +154,13 @@ class Learner:
                  steps:int=1000,         # total number of iterations
                  schedule:str='step',    # learning-rate schedule: 'step' (×0.2 at 80%), 'cosine', 'constant'
                  weight_decay:float=0.0, # Adam weight decay
-                 amp:bool=False,         # bf16 autocast (CUDA only; ignored on CPU)
+                 amp:bool=False,         # bf16 autocast, on CUDA and on CPU alike
                  check_every:int|None=None, # host check of the non-finite flag every N steps (default: 1 on CPU, 50 on CUDA)
                 ):
         self.model, self.batches, self.method, self.cbs = model, batches, method, [method, *cbs]
         self.steps, self.lr, self.schedule, self.step = steps, lr, schedule, 0
         self.device = next(model.parameters()).device
-        self.amp = amp and self.device.type == 'cuda'
+        self.amp = amp
         self.check_every = check_every or (1 if self.device.type == 'cpu' else 50)
         self.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, steps, schedule))
@@ -172,8 +172,8 @@ from fastcore.basics import patch
 
 @patch
 def autocast(self:Learner):
-    "bf16 autocast on CUDA when `amp`, else a no-op context."
-    return torch.autocast('cuda', dtype=torch.bfloat16) if self.amp else nullcontext()
+    "bf16 autocast on the model's device (CUDA or CPU) when `amp`, else a no-op context."
+    return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
 
 def fp32(device_type:str='cuda'):
     "A context that switches autocast off (for numerics that must stay in float32)."

@@ -12,7 +12,7 @@ from torch import nn
 
 from .learner import (Learner, EvalCB, EMACB, SWACB, RunFolderCB, ProgressCB, Callback, CheckpointError,
                                 load_checkpoint, check_config, write_json, seed_everything, NonFiniteLossError)
-from .methods import make_method, parse_method, METHODS, CM_TERMS, head_of
+from .methods import make_method, parse_method, METHODS, CM_TERMS, head_of, LOSS_NORMS, VAT_ROWS, VAT_KL, PL_FORMS
 from .data import (load_dataset, make_split, SSLSplit, SSLBatches, eval_set, default_val_size, DATASETS,
                              AugmentConfig, Normalizer, fit_zca)
 from .models import make_model, default_arch, ARCHS
@@ -20,9 +20,11 @@ from .centroids import LabelMeanCentroids, GradCentroids, cluster_stats
 from .cm_loss import cm_loss
 
 # %% auto #0
-__all__ = ['RESUMABLE_CHANGES', 'CHOICES', 'CIFAR10_LABELS', 'CIFAR10_METHODS', 'RECIPES', 'TrainConfig', 'validate_config',
-           'make_config', 'pick_device', 'make_centroids', 'Evaluator', 'ShardedBatches', 'dist_info', 'Built', 'build',
-           'config_dict', 'load_or_make_split', 'RunResult', 'summarize', 'run', 'arg_parser', 'cli_run', 'main']
+__all__ = ['RESUMABLE_CHANGES', 'CHOICES', 'CIFAR10_LABELS', 'CIFAR10_METHODS', 'RECIPES', 'RECIPE_NOTES', 'CPU_CIFAR10',
+           'CPU_CIFAR10_METHODS', 'CPU_CIFAR10_LABELS', 'TrainConfig', 'validate_config', 'make_config', 'pick_device',
+           'make_centroids', 'Evaluator', 'ShardedBatches', 'dist_info', 'Built', 'build', 'config_dict',
+           'load_or_make_split', 'RunResult', 'summarize', 'run', 'arg_parser', 'resolve_config', 'show_config',
+           'cli_run', 'main']
 
 # %% ../nbs/08_train.ipynb #9a33e4d3
 @dataclass
@@ -56,13 +58,19 @@ class TrainConfig:
     cm_terms: tuple = CM_TERMS        # CM terms used (ablations)
     cm_on: str = 'all'                # 'all' rows or 'labeled' only
     cm_detach: bool = False           # CM gradient only into the encoder
+    loss_norm: str = 'labeled'        # 'labeled': CE over labelled rows, SSL over unlabelled; 'batch': both over the whole batch (authors)
     vat_eps: float = 6.0
-    vat_xi: float = 1e-3
+    vat_xi: float = 1e-3              # 1e-3: the real adversarial direction in float32; 1e-6: the authors' setting
+    vat_rows: str = 'unlabeled'       # 'unlabeled' (passes and cost), 'masked' (authors: passes on all, cost on unlabelled), 'all'
+    vat_kl: str = 'forward'           # 'forward' KL(p(x) ‖ p(x+r)) (Miyato), 'reverse' (perrying's port)
+    pl_form: str = 'hard'             # Pseudo-Label: 'hard' (masked CE) or 'authors' (10×one-hot / soft targets)
     threshold: float = 0.95           # Pseudo-Label / FixMatch confidence threshold
+    mt_decay: float = 0.95            # Mean Teacher: EMA decay of the teacher
     entmin_weight: float|None = None  # weight of EntMin when combined with VAT ('vat+entmin')
     augment: bool = True              # flip/translate/noise as configured for the dataset
+    per_sample_augment: bool = True   # one draw per image (Oliver et al.); False: one per batch (the SuperCM authors' code)
     zca: bool = False                 # GCN + ZCA whitening (CIFAR protocol)
-    amp: bool = False                 # bf16 autocast on CUDA
+    amp: bool = False                 # bf16 autocast (CUDA or CPU); CM loss, centroids and VAT's power iteration stay float32
     compile: bool = False             # torch.compile the model
     channels_last: bool = False
     device: str = 'auto'              # 'auto', 'cpu', 'cuda', 'cuda:1', ...
@@ -70,9 +78,11 @@ class TrainConfig:
 # %% ../nbs/08_train.ipynb #e427c7a7
 RESUMABLE_CHANGES = ('device', 'compile', 'eval_every', 'data_root')
 
-CHOICES = {'dataset': DATASETS, 'method': METHODS, 'arch': ARCHS,  # ARCHS is live: a registered backbone is valid at once 'schedule': ('step', 'cosine', 'constant'),
+CHOICES = {'dataset': DATASETS, 'method': METHODS, 'arch': ARCHS,  # ARCHS is live: a registered backbone is valid at once
+           'schedule': ('step', 'cosine', 'constant'),
            'centroids': ('label_mean', 'grad'), 'centroid_mode': ('count', 'cumulative', 'ema'),
-           'centroid_features': ('train', 'eval'), 'cm_on': ('all', 'labeled')}
+           'centroid_features': ('train', 'eval'), 'cm_on': ('all', 'labeled'),
+           'loss_norm': LOSS_NORMS, 'vat_rows': VAT_ROWS, 'vat_kl': VAT_KL, 'pl_form': PL_FORMS}
 
 def validate_config(cfg:TrainConfig) -> TrainConfig:
     "Refuse unknown values, listing the valid ones; return `cfg`."
@@ -87,23 +97,65 @@ def validate_config(cfg:TrainConfig) -> TrainConfig:
     return cfg
 
 # %% ../nbs/08_train.ipynb #788707eb
+_CIFAR10_HP = {  # method: (labels below 4000, 4000 labels) -> lr, δ, β from the authors' config files (log10 values converted)
+    'ce': (dict(lr=3.0e-4, beta=0.0),) * 2,
+    'supercm': (dict(lr=3.0e-4, beta=0.186),) * 2,
+    'vat': (dict(lr=3.59e-4, delta=0.391), dict(lr=3.0e-3, delta=1.45)),
+    'vat+supercm': (dict(lr=3.59e-4, delta=5.62, beta=0.631), dict(lr=3.0e-3, delta=3.69, beta=0.380)),
+    'pl': (dict(lr=1.15e-3, delta=0.133, pl_form='authors'),) * 2,
+    'pl+supercm': (dict(lr=3.0e-4, delta=0.185, beta=3.04, pl_form='authors'),) * 2,
+    'pi': (dict(lr=1e-3, delta=0.200),) * 2, 'pi+supercm': (dict(lr=1e-3, delta=0.200, beta=0.177),) * 2,
+    'mt': (dict(lr=1e-3, delta=0.155, mt_decay=0.95),) * 2, 'mt+supercm': (dict(lr=1e-3, delta=0.155, beta=0.129, mt_decay=0.95),) * 2,
+    'entmin': (dict(lr=3.0e-4, delta=1.0),) * 2,
+    'fixmatch': (dict(lr=3.0e-4, delta=1.0),) * 2, 'fixmatch+supercm': (dict(lr=3.0e-4, delta=1.0, beta=0.186),) * 2,
+}
+_PUBLISHED = {'entmin': (), 'pl': (600,), 'pl+supercm': (600, 4000), 'pi': (600, 4000), 'pi+supercm': (600, 4000), 'mt': (600, 4000),
+              'mt+supercm': (600, 4000)}   # label counts the authors published a setting for (others: all of CIFAR10_LABELS)
+
 def _cifar10(method, labels):
-    "The SuperCM authors' CIFAR-10 setting for `method` at `labels` labels."
-    hp = {'ce': dict(lr=3.0e-4, beta=0.0), 'supercm': dict(lr=3.0e-4, beta=0.186),
-          'vat': dict(lr=3.59e-4, delta=0.391) if labels < 4000 else dict(lr=3.0e-3, delta=1.45),
-          'vat+supercm': dict(lr=3.59e-4, delta=5.62, beta=0.631) if labels < 4000 else dict(lr=3.0e-3, delta=3.69, beta=0.380),
-          'pl': dict(lr=1.15e-3, delta=0.133), 'pl+supercm': dict(lr=3.0e-4, delta=0.185, beta=3.04),
-          'fixmatch': dict(lr=3.0e-4, delta=1.0), 'fixmatch+supercm': dict(lr=3.0e-4, delta=1.0, beta=0.186)}[method]
+    "The SuperCM authors' CIFAR-10 setting for `method` at `labels` labels, with the authors' loss normalisation and ξ."
+    hp = _CIFAR10_HP[method][labels >= 4000]
     return dict(dataset='cifar10', labels=labels, method=method, arch='wrn28_2', steps=500_000, eval_every=5000,
-                ema=0.99, zca=True, vat_eps=6.0, batch_labeled=50, batch_unlabeled=50, rampup=0.4, **hp)
+                ema=0.99, zca=True, vat_eps=6.0, vat_xi=1e-6, vat_rows='unlabeled', loss_norm='batch',
+                batch_labeled=50, batch_unlabeled=50, rampup=0.4, **hp)
+
+def _cifar10_notes(method, labels) -> list[str]:
+    "Where a CIFAR-10 recipe's numbers come from, and what it does not reproduce."
+    notes = ["lr, delta, beta: the SuperCM authors' config files (github.com/Durgesh93/SuperCM); protocol: Oliver et al. 2018",
+             "loss_norm='batch': the authors' whole-batch means (1/2 CE_l + delta/2 SSL_u + beta L_CM at 50+50), for which beta was tuned"]
+    if 'vat' in method: notes.append("vat_xi=1e-6 as the authors (their delta and beta were tuned with it); in float32 its direction is "
+                                     "close to random (methods notebook): --vat-xi 1e-3 gives the real adversarial direction")
+    if 'pl' in method.split('+'): notes.append("pl_form='authors': 10 x one-hot targets for confident rows, soft targets otherwise "
+                                               "(10 x the hard form in gradient); --pl-form hard is the textbook form")
+    if method == 'entmin': notes.append("UNTUNED: the authors published no entropy-minimisation setting; delta=1")
+    if method.startswith('fixmatch'):
+        notes.append("UNTUNED: the authors published no FixMatch setting and this is not FixMatch's published one (SGD Nesterov "
+                     "lr 0.03 cosine, wd 5e-4, 7 unlabelled per labelled image, RandAugment, EMA 0.999; Sohn et al. 2020)")
+    if labels not in _PUBLISHED.get(method, CIFAR10_LABELS):
+        if _PUBLISHED[method]: notes.append(f"EXTRAPOLATED: the authors published this method's setting for "
+                                            f"{', '.join(map(str, _PUBLISHED[method]))} labels only; these values are reused at {labels}")
+    return notes
 
 CIFAR10_LABELS = (250, 600, 1000, 2000, 4000)
-CIFAR10_METHODS = ('ce', 'supercm', 'vat', 'vat+supercm', 'pl', 'pl+supercm', 'fixmatch', 'fixmatch+supercm')
+CIFAR10_METHODS = tuple(_CIFAR10_HP)
 RECIPES = {f'cifar10-{m}-{n}': _cifar10(m, n) for m in CIFAR10_METHODS for n in CIFAR10_LABELS}
+RECIPE_NOTES = {f'cifar10-{m}-{n}': _cifar10_notes(m, n) for m in CIFAR10_METHODS for n in CIFAR10_LABELS}
 RECIPES.update({
     'digits': dict(dataset='digits', labels=50, arch='cnn8', steps=2000, lr=1e-3, eval_every=200),
     'mnist': dict(dataset='mnist', labels=100, val=1000, arch='cnn28s', steps=600, lr=1e-3, eval_every=150),
 })
+RECIPE_NOTES.update({'digits': ["CPU recipe: small CNN, lr 1e-3 (tuned on validation in the controls notebook)"],
+                     'mnist': ["CPU recipe sized for 2 cores: cnn28s, 600 steps, 1,000 validation images"]})
+
+CPU_CIFAR10 = dict(dataset='cifar10_jpeg', arch='cnn28s', steps=700, lr=1e-3, eval_every=175, val=1000, zca=False, ema=None)
+CPU_CIFAR10_METHODS, CPU_CIFAR10_LABELS = ('ce', 'supercm', 'entmin', 'vat', 'vat+supercm'), (600, 4000, 49000)
+_CPU_NOTE = ("CPU budget (about 6 CPU-minutes a run at most): CIFAR-10 re-encoded as JPEG q75, cnn28s, 700 steps, lr 1e-3 for every "
+             "method, 1,000 validation images, per-channel normalisation instead of ZCA, no EMA; method settings as the GPU recipe")
+for m in CPU_CIFAR10_METHODS:
+    for n in CPU_CIFAR10_LABELS:
+        if n == 49000 and m != 'ce': continue   # the ceiling: CE with every non-validation image labelled
+        RECIPES[f'cifar10cpu-{m}-{n}'] = {**_cifar10(m, min(n, 4000)), **CPU_CIFAR10, 'labels': n}
+        RECIPE_NOTES[f'cifar10cpu-{m}-{n}'] = [_CPU_NOTE] + _cifar10_notes(m, min(n, 4000))
 
 # %% ../nbs/08_train.ipynb #2636b9d0
 def make_config(recipe:str|None=None, **overrides) -> TrainConfig:
@@ -202,13 +254,15 @@ def build(cfg:TrainConfig, out:str|Path|None=None, progress:bool=True, extra_cbs
     model = make_model(arch, c_in, n_cls, centroids=cents).to(dev)
     if cfg.channels_last: model.to(memory_format=torch.channels_last)
     mp = make_method(cfg.method, beta=cfg.beta, delta=cfg.delta, rampup_steps=int(cfg.rampup * cfg.steps), vat_eps=cfg.vat_eps,
-                     vat_xi=cfg.vat_xi, threshold=cfg.threshold, entmin_weight=cfg.entmin_weight,
+                     vat_xi=cfg.vat_xi, threshold=cfg.threshold, entmin_weight=cfg.entmin_weight, loss_norm=cfg.loss_norm,
+                     pl_form=cfg.pl_form, vat_rows=cfg.vat_rows, vat_kl=cfg.vat_kl, mt_decay=cfg.mt_decay,
                      supercm_kw=dict(terms=cfg.cm_terms, on=cfg.cm_on, detach_features=cfg.cm_detach,
                                      centroid_features=cfg.centroid_features, pl_threshold=cfg.centroid_pl_threshold))
     norm = fit_zca(data.x_train[torch.cat([split.labeled, split.unlabeled]).unique()]) if cfg.zca else Normalizer.from_data(data)
-    aug = AugmentConfig.for_data(data) if cfg.augment else AugmentConfig.none()
+    aug = AugmentConfig.for_data(data, per_sample=cfg.per_sample_augment) if cfg.augment else AugmentConfig.none()
     batches = SSLBatches(data, split, cfg.batch_labeled * world, cfg.batch_unlabeled * world, device=dev, seed=cfg.seed,
-                         augment=aug, strong=mp.needs_strong, normalize=norm, channels_last=cfg.channels_last)
+                         augment=aug, strong=mp.needs_strong, second_view=mp.needs_view2, normalize=norm,
+                         channels_last=cfg.channels_last)
     if world > 1: batches = ShardedBatches(batches, rank, world)
     ev = Evaluator({p: eval_set(data, split, p, dev, normalize=batches.norm if world == 1 else batches.batches.norm,
                                 channels_last=cfg.channels_last) for p in ('val', 'test')})
@@ -302,7 +356,6 @@ def _check_out(out:Path, resume:bool):
 def _flag_type(f):
     "argparse type for a TrainConfig field."
     t = str(f.type)
-    if 'bool' in t: return lambda s: s.lower() in ('1', 'true', 'yes', 'on')
     if 'int' in t and 'float' not in t: return int
     if 'float' in t: return float
     return str
@@ -313,28 +366,40 @@ def arg_parser() -> argparse.ArgumentParser:
     p.add_argument('--recipe', help=f"named settings, overridden by flags: {', '.join(RECIPES)}")
     p.add_argument('--out', help='run folder (metrics.jsonl, summary.json, checkpoints, split.json)')
     p.add_argument('--resume', action='store_true', help='continue the run in --out from last.pt')
+    p.add_argument('--show-config', action='store_true', help='print the resolved configuration (and the recipe notes) as JSON and exit')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     for f in fields(TrainConfig):
         kw = dict(default=None, help=f"default {f.default!r}")
         if f.name in CHOICES: kw['help'] += f"; one of: {', '.join(map(str, CHOICES[f.name]))}"
-        p.add_argument('--' + f.name.replace('_', '-'), type=_flag_type(f), **kw)
+        if str(f.type) == 'bool': kw['action'] = argparse.BooleanOptionalAction   # --amp / --no-amp
+        else: kw['type'] = _flag_type(f)
+        p.add_argument('--' + f.name.replace('_', '-'), **kw)
     return p
 
 # %% ../nbs/08_train.ipynb #bc609359
-def cli_run(argv=None) -> RunResult:
-    "Parse `argv` as `supercm_train` does and run; errors are raised."
-    a = arg_parser().parse_args(argv)
+def resolve_config(a:argparse.Namespace) -> TrainConfig:
+    "The TrainConfig that parsed arguments `a` describe (recipe, then flags; `--out X --resume` alone: X's saved config)."
     over = {f.name: getattr(a, f.name) for f in fields(TrainConfig)}
     saved = Path(a.out or '.')/'config.json'
     if a.resume and a.recipe is None and saved.exists():  # `--out X --resume` alone continues X as configured
-        cfg = make_config(None, **{**json.loads(saved.read_text()), **{k: v for k, v in over.items() if v is not None}})
-    else: cfg = make_config(a.recipe, **over)
-    return run(cfg, out=a.out, resume=a.resume, progress=not a.no_progress)
+        return make_config(None, **{**json.loads(saved.read_text()), **{k: v for k, v in over.items() if v is not None}})
+    return make_config(a.recipe, **over)
+
+def show_config(a:argparse.Namespace) -> dict:
+    "What `--show-config` prints: the recipe, its notes and the resolved configuration."
+    return {'recipe': a.recipe, 'notes': RECIPE_NOTES.get(a.recipe, []), 'config': config_dict(resolve_config(a))}
+
+def cli_run(argv=None) -> RunResult|None:
+    "Parse `argv` as `supercm_train` does and run (or, with --show-config, print the configuration); errors are raised."
+    a = arg_parser().parse_args(argv)
+    if a.show_config: print(json.dumps(show_config(a), indent=1)); return None
+    return run(resolve_config(a), out=a.out, resume=a.resume, progress=not a.no_progress)
 
 def main(argv=None):
     "Entry point of `supercm_train`: clear one-line errors; exit 130 after Ctrl-C, 3 on a non-finite loss."
     try: r = cli_run(argv)
     except NonFiniteLossError as e: print(f"supercm_train: error: {e}", file=sys.stderr); sys.exit(3)
     except (ValueError, CheckpointError, FileNotFoundError, RuntimeError) as e: sys.exit(f"supercm_train: error: {e}")
+    if r is None: return
     if r.learner.interrupted: sys.exit(130)
     print(json.dumps({k: r.summary[k] for k in ('dataset', 'method', 'labels', 'seed', 'steps', 'best_step', 'val_acc', 'test_acc')}))

@@ -1,6 +1,8 @@
-"""Worker for test_train.py's data-parallel test: train a BN-free net for a few steps and save losses and centroids.
+"""Worker for test_train.py's data-parallel tests: train a few steps and save losses, centroids and weights.
 
 Run alone (one process, global batch) or under `torch.distributed.run` with 2 processes (half the batch each).
+Arguments: OUT_JSON BATCH [METHOD ARCH]. With the BN-free 'flat' net one process and two compute the same thing;
+with a BatchNorm net each rank writes OUT_JSON.rankN so the test can check that the ranks stay identical.
 """
 import json, sys
 import torch
@@ -27,19 +29,23 @@ class RecordLoss(Callback):
         self.losses.append(float(l))
 
 
-def main(out_json, batch):
+def main(out_json, batch, method='supercm', arch='flat'):
     models.ARCHS['flat'] = lambda c, **kw: Flat(c)
     world = dist.get_world_size() if dist.is_initialized() else int(__import__('os').environ.get('WORLD_SIZE', '1'))
     rec = RecordLoss()
-    cfg = make_config('digits', method='supercm', arch='flat', steps=5, eval_every=5, batch_labeled=batch // max(world, 1),
+    cfg = make_config('digits', method=method, arch=arch, steps=5, eval_every=5, batch_labeled=batch // max(world, 1),
                       batch_unlabeled=batch // max(world, 1), augment=False, device='cpu', beta=1.0)
     r = run(cfg, progress=False, extra_cbs=[rec])
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if rank == 0:
-        mu = head_of(r.learner.model).centroids.mu
-        w = next(iter(getattr(r.learner.model, 'module', r.learner.model).parameters()))
-        json.dump({'losses': rec.losses, 'mu': mu.tolist(), 'w0': w.detach().flatten()[:50].tolist()}, open(out_json, 'w'))
+    mu = head_of(r.learner.model).centroids.mu
+    net = getattr(r.learner.model, 'module', r.learner.model)
+    w = next(iter(net.parameters()))
+    bn = [b.running_mean.tolist() for b in net.modules() if isinstance(b, nn.BatchNorm2d)][:1]
+    rec_ = {'losses': rec.losses, 'mu': mu.tolist(), 'w0': w.detach().flatten()[:50].tolist(), 'bn': bn,
+            'terms': sorted(r.learner.losses)}
+    if rank == 0: json.dump(rec_, open(out_json, 'w'))
+    json.dump(rec_, open(f'{out_json}.rank{rank}', 'w'))
     if dist.is_initialized(): dist.destroy_process_group()
 
 
-if __name__ == '__main__': main(sys.argv[1], int(sys.argv[2]))
+if __name__ == '__main__': main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:5])

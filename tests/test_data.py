@@ -302,8 +302,12 @@ def test_eval_set(data, split):
     with pytest.raises(ValueError, match="use one of"): eval_set(data, split, 'dev')
 
 
-def test_datasets_names():
-    assert DATASETS == ('digits', 'mnist', 'fashion_mnist', 'svhn', 'cifar10', 'cifar100', 'imagefolder', 'npz')
+def test_every_dataset_name_loads_or_says_what_is_missing(tmp_path):
+    "Each name in DATASETS is handled: digits loads; the others, without files, raise an error naming the dataset."
+    assert load_dataset('digits').name == 'digits'
+    for name in DATASETS:
+        if name == 'digits': continue
+        with pytest.raises((FileNotFoundError, ValueError), match=name): load_dataset(name, root=tmp_path/'empty')
 
 
 def test_failed_download_names_dataset(tmp_path, monkeypatch):
@@ -316,3 +320,18 @@ def test_failed_download_names_dataset(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="dataset 'cifar100'.*download failed: OSError: network is unreachable"):
         load_dataset('cifar100', root=tmp_path, download=True)
     with pytest.raises(FileNotFoundError, match="cifar-100-python"): load_dataset('cifar100', root=tmp_path)
+
+
+def test_cifar10_jpeg_from_archive_and_folder(tmp_path):
+    "'cifar10_jpeg' reads the extracted folder or the .tar.xz (extracted once, beside it); a wrong root says what to pass."
+    import tarfile
+    from supercm_nb.bench import fake_imagefolder
+    src = fake_imagefolder(tmp_path/'src'/'cifar10-jpeg-q75', n_per_class=2)
+    archive = tmp_path/'cifar10-jpeg-q75.tar.xz'
+    with tarfile.open(archive, 'w:xz') as t:
+        for part in ('train', 'test'): t.add(src/part, arcname=part)
+    d = load_dataset('cifar10_jpeg', root=archive)
+    assert d.name == 'cifar10_jpeg' and tuple(d.x_train.shape) == (20, 3, 32, 32) and len(d.classes) == 10
+    assert (tmp_path/'cifar10-jpeg-q75'/'train').is_dir()
+    assert load_dataset("cifar10_jpeg", root=tmp_path).x_test.shape[0] == 30   # a root holding the archive (extracted beside it)
+    with pytest.raises(FileNotFoundError, match="no train/ and test/ folders"): load_dataset('cifar10_jpeg', root=tmp_path/'nothing')

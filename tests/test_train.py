@@ -1,5 +1,5 @@
 "Command-line and robustness tests of supercm_train: summary, every method, NaN, corrupt checkpoints, Ctrl-C, resume, DDP."
-import json, os, signal, subprocess, sys, time
+import json, math, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from supercm_nb.learner import Callback, CheckpointError, NonFiniteLossError, load_checkpoint
@@ -129,6 +129,18 @@ def test_ddp_gloo_matches_single_process(tmp_path):
     assert torch.allclose(torch.tensor(a['losses']), torch.tensor(b['losses']), atol=1e-5), (a['losses'], b['losses'])
     assert torch.allclose(torch.tensor(a['mu']), torch.tensor(b['mu']), atol=1e-5)
     assert torch.allclose(torch.tensor(a['w0']), torch.tensor(b['w0']), atol=1e-5)
+
+
+def test_ddp_gloo_batchnorm_vat_supercm(tmp_path):
+    "Two gloo ranks train a BatchNorm CNN with vat+supercm: finite losses, and the ranks' weights, BN statistics and centroids agree."
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    two = subprocess.run([PY, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29518',
+                          str(HERE/'ddp_worker.py'), str(tmp_path/'bn.json'), '32', 'vat+supercm', 'cnn8'], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path/f'bn.json.rank{k}').read_text()) for k in (0, 1))
+    assert {'ce', 'vat', 'cm'} <= set(r0['terms']) and all(map(math.isfinite, r0['losses']))
+    assert r0['bn'] and r0['bn'] == r1['bn']   # DDP broadcasts rank 0's buffers: BN statistics agree
+    for k in ('w0', 'mu'): assert torch.allclose(torch.tensor(r0[k]), torch.tensor(r1[k]), atol=1e-6), k
 
 
 def test_bench_and_gpu_check_dry_run(tmp_path):
