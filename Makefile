@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test sync readme nbs docs docs-serve clean-venv
+.PHONY: demo test sync readme nbs docs docs-serve lab clean-venv
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ docs: $(STAMP)
 ## serve the built site on http://localhost:8000
 docs-serve:
 	$(BIN)/python -m http.server -d docs/_build/html 8000
+
+## open the notebooks in JupyterLab (installed by the dev extra)
+lab: $(STAMP)
+	cd nbs && ../$(BIN)/jupyter lab
 
 clean-venv:
 	rm -rf $(VENV)

@@ -86,7 +86,8 @@ def main(argv=None):
     p.add_argument('--steps', type=int, default=10); p.add_argument('--channels-last', action='store_true')
     a = p.parse_args(argv)
     if a.device.startswith('cuda') and not torch.cuda.is_available(): sys.exit('supercm_bench: error: --device cuda but CUDA is not available')
-    bench(a.arch.split(','), a.methods.split(','), a.batch, a.device, a.amp, a.steps, a.channels_last)
+    try: bench(a.arch.split(','), a.methods.split(','), a.batch, a.device, a.amp, a.steps, a.channels_last)
+    except ValueError as e: sys.exit(f'supercm_bench: error: {e}')
 
 # %% ../nbs/10_bench.ipynb #0aca6b2f
 def extract_imagefolder(archive, dest) -> Path:

@@ -144,7 +144,8 @@ def _load_npz(root=None, download=False, flip=False) -> ImageData:
                                 f"numpy.savez('{p}', x_train=..., y_train=..., x_test=..., y_test=...)")
     with np.load(p, allow_pickle=False) as z:
         miss = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in z.files]
-        if miss: raise KeyError(f"dataset 'npz': {p} lacks {miss} (it has {z.files}); it needs x_train, y_train, x_test, y_test")
+        if miss: raise ValueError(f"dataset 'npz': {p} lacks {miss} (it has {z.files}); "
+                                  "it needs x_train, y_train, x_test, y_test")
         xtr, xte = _to_nchw(z['x_train'], f'{p}:x_train'), _to_nchw(z['x_test'], f'{p}:x_test')
         ytr, yte = torch.from_numpy(z['y_train'].astype(np.int64)), torch.from_numpy(z['y_test'].astype(np.int64))
         k = int(max(ytr.max(), yte.max())) + 1
@@ -175,10 +176,15 @@ def _decode(files, what):
     "Decode image files to uint8 (N,C,H,W) with PIL (RGB, or L when the first image is greyscale)."
     from PIL import Image
     if not files: raise FileNotFoundError(f"dataset 'imagefolder': no image files in {what}")
-    with Image.open(files[0][0]) as im: mode = 'L' if im.mode in ('L', '1', 'I;16') else 'RGB'
-    arrs = []
+    arrs, mode = [], None
     for f, _ in files:
-        with Image.open(f) as im: arrs.append(np.asarray(im.convert(mode)))
+        try:
+            with Image.open(f) as im:
+                mode = mode or ('L' if im.mode in ('L', '1', 'I;16') else 'RGB')   # the first image decides
+                arrs.append(np.asarray(im.convert(mode)))
+        except OSError as e:   # PIL.UnidentifiedImageError is an OSError
+            raise ValueError(f"dataset 'imagefolder': {f} is not a readable image ({type(e).__name__}); "
+                             "remove or replace it") from None
     shapes = {a.shape for a in arrs}
     if len(shapes) > 1: raise ValueError(f"dataset 'imagefolder': images in {what} differ in size: {sorted(shapes)[:4]}; resize them first")
     x = np.stack(arrs)
@@ -337,9 +343,14 @@ def make_split(y:Tensor,          # (N,) int64 training labels
         raise ValueError(f"n_labels={n_labels} must be a positive multiple of the {K} classes "
                          f"(e.g. {' or '.join(map(str, sorted({K * max(1, n_labels // K), K * (n_labels // K + 1)})))}) "
                          f"so that every class gets the same count")
-    if not 0 <= n_val < n - n_labels:
-        raise ValueError(f"n_val={n_val} leaves nothing to train on: the training set has {n} images and "
-                         f"{n_labels} must be labelled; use 0 <= n_val < {n - n_labels}")
+    if n_labels > n - max(n_val, 0):
+        raise ValueError(f"{n_labels} labels asked for, but {dataset or 'the data'} has {n} training images and "
+                         f"{n_val} are held out for validation: use at most {K * ((n - max(n_val, 0)) // K)} labels "
+                         "(or fewer validation images)")
+    if n_val < 0: raise ValueError(f"n_val={n_val} must be zero or positive (the number of validation images)")
+    if not labeled_in_unlabeled and n_labels >= n - n_val:
+        raise ValueError(f"n_val={n_val} and n_labels={n_labels} leave no unlabelled images out of {n}: "
+                         f"use fewer of either, or keep the labelled images in the unlabelled set")
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
     val, rest = perm[:n_val], perm[n_val:]

@@ -80,7 +80,7 @@ def test_npz_errors(tmp_path):
     with pytest.raises(ValueError, match="pass root="): load_dataset('npz')
     p = tmp_path / 'bad.npz'
     np.savez(p, x_train=np.zeros((3, 4, 4), np.uint8), y_train=np.zeros(3))
-    with pytest.raises(KeyError, match=r"lacks \['x_test', 'y_test'\]"): load_dataset('npz', p)
+    with pytest.raises(ValueError, match=r"lacks \['x_test', 'y_test'\]"): load_dataset('npz', p)
     np.savez(p, x_train=np.zeros((3, 4, 4)) + 2., y_train=np.zeros(3), x_test=np.zeros((1, 4, 4)), y_test=np.zeros(1))
     with pytest.raises(ValueError, match=r"float images must lie in \[0,1\]"): load_dataset('npz', p)
     np.savez(p, x_train=np.zeros((3, 4, 4), np.uint8), y_train=np.zeros(2), x_test=np.zeros((1, 4, 4), np.uint8), y_test=np.zeros(1))
@@ -118,6 +118,9 @@ def test_imagefolder_errors(tmp_path):
     root = tmp_path / 'r'; write_folder(root)
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(root / 'train' / 'cat' / 'odd.png')
     with pytest.raises(ValueError, match="differ in size"): load_dataset('imagefolder', root)
+    (root / 'train' / 'cat' / 'odd.png').write_bytes(b'not an image')
+    with pytest.raises(ValueError, match=r"odd.png is not a readable image \(UnidentifiedImageError\); remove or replace it"):
+        load_dataset('imagefolder', root)
     with pytest.raises(ValueError, match="pass root="): load_dataset('imagefolder')
 
 
@@ -149,10 +152,13 @@ def test_split_errors(data):
     y = data.y_train
     with pytest.raises(ValueError, match="n_labels=10 must be a positive multiple of the 4 classes"): make_split(y, 10, 20, 0)
     with pytest.raises(ValueError, match="n_labels=2 must be a positive multiple of the 4 classes"): make_split(y, 2, 20, 0)
+    bal = torch.arange(40) % 4
     rare = torch.tensor([0] * 20 + [1] * 20 + [2] * 20 + [3] * 3)
     with pytest.raises(ValueError, match="n_labels=16 needs 4 images per class but class 3 has only 3 left"): make_split(rare, 16, 0, 0)
-    with pytest.raises(ValueError, match="n_val=112 leaves nothing to train on"): make_split(y, 8, 112, 0)
-    with pytest.raises(ValueError, match="n_val=-1 leaves nothing"): make_split(y, 8, -1, 0)
+    with pytest.raises(ValueError, match="leave no unlabelled images"): make_split(bal, 40, 0, 0, labeled_in_unlabeled=False)
+    with pytest.raises(ValueError, match="n_val=-1 must be zero or positive"): make_split(y, 8, -1, 0)
+    full = make_split(bal, 40, 0, 0)   # every non-validation image labelled: a fully supervised ceiling
+    assert torch.equal(torch.sort(full.labeled).values, full.unlabeled)
 
 
 def test_split_save_load(tmp_path, data, split):

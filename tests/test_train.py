@@ -153,3 +153,30 @@ def test_bench_and_gpu_check_dry_run(tmp_path):
     assert r.returncode == 0, r.stderr
     info = json.loads((tmp_path/'g'/'gpu_check.json').read_text())
     assert set(info['cifar10_jpeg_q75']) == {'ce', 'supercm'} and (tmp_path/'g'/'throughput.jsonl').exists()
+
+
+@pytest.mark.parametrize('prog,args,msg', [
+    ('supercm_train', ('--dataset', 'digits', '--labels', '5000', '--steps', '1'), 'use at most 1240 labels'),
+    ('supercm_train', ('--dataset', 'digits', '--beta', '-1', '--steps', '1'), 'beta must be zero or positive'),
+    ('supercm_train', ('--dataset', 'digits', '--delta', '-0.5', '--steps', '1'), 'delta must be zero or positive'),
+    ('supercm_train', ('--dataset', 'digits', '--vat-eps', '-6', '--steps', '1'), 'vat_eps must be zero or positive'),
+    ('supercm_bench', ('--arch', 'nosuch', '--steps', '1'), "unknown arch 'nosuch'"),
+])
+def test_bad_input_gets_one_line_error(prog, args, msg):
+    "Impossible settings stop with a non-zero status and one line that says what was wrong, no traceback."
+    r = cli(*args, prog=prog)
+    assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_bad_data_files_get_one_line_error(tmp_path):
+    "An .npz without the expected arrays, and a corrupt file in an image folder, end in one line each."
+    import numpy as np
+    np.savez(tmp_path/'bad.npz', x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.zeros(4, np.int64))
+    (tmp_path/'imgs'/'train'/'a').mkdir(parents=True); (tmp_path/'imgs'/'test'/'a').mkdir(parents=True)
+    (tmp_path/'imgs'/'train'/'a'/'x.png').write_bytes(b'garbage')
+    for args, msg in [(('--dataset', 'npz', '--data-root', str(tmp_path/'bad.npz')), "lacks ['x_test', 'y_test']"),
+                      (('--dataset', 'imagefolder', '--data-root', str(tmp_path/'imgs')), 'x.png is not a readable image')]:
+        r = cli(*args, '--steps', '1', '--out', str(tmp_path/'run'))
+        assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
