@@ -5,7 +5,7 @@
 # %% ../nbs/09_experiments.ipynb #dd46b147
 from __future__ import annotations
 import argparse, csv, dataclasses, hashlib, io, itertools, json, math, os, sys, time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -16,10 +16,10 @@ from .train import TrainConfig, make_config, run, build, config_dict, RECIPES, C
 from .methods import head_of, CM_TERMS
 
 # %% auto #0
-__all__ = ['SEEDS', 'BETA_GRID', 'BETA_GRID_CIFAR10', 'STUDIES', 'grid', 'run_name', 'run_one', 'run_grid', 'collect', 'mean_std',
-           'results_table', 'save_csv', 'load_csv', 'show_table', 'paired_diff', 'Features', 'features', 'separation',
-           'embed_2d', 'plot_embedding', 'compare', 'run_features', 'Selection', 'choose', 'select', 'main',
-           'study_configs', 'save_study_table', 'run_study', 'run_cost', 'run_studies']
+__all__ = ['SEEDS', 'BETA_GRID', 'BETA_GRID_CIFAR10', 'STUDIES', 'grid', 'run_name', 'run_one', 'run_line', 'run_grid', 'collect',
+           'mean_std', 'results_table', 'save_csv', 'load_csv', 'show_table', 'paired_diff', 'Features', 'features',
+           'separation', 'embed_2d', 'plot_embedding', 'compare', 'run_features', 'Selection', 'choose', 'select',
+           'main', 'study_configs', 'save_study_table', 'run_study', 'run_cost', 'run_studies']
 
 # %% ../nbs/09_experiments.ipynb #57dbd0e9
 def grid(recipe:str|None=None, **axes) -> list[TrainConfig]:
@@ -47,16 +47,30 @@ def run_one(cfg:TrainConfig, root:str|Path, threads:int|None=None) -> dict:
     r = run(cfg, out=out, resume=(out/'last.pt').exists(), progress=False)
     return r.summary
 
-def run_grid(cfgs:list[TrainConfig], root:str|Path, workers:int=1, verbose:bool=True) -> list[dict]:
-    "Run every config (finished ones are skipped); `workers` > 1 runs them in parallel single-threaded processes."
-    todo = [c for c in cfgs if not (Path(root)/run_name(c)/'summary.json').exists()]
-    if verbose: print(f"{len(cfgs)} runs, {len(cfgs) - len(todo)} already done, {len(todo)} to go")
-    if workers > 1 and len(todo) > 1:
+def run_line(cfg:TrainConfig, summary:dict, k:int, n:int, seconds:float) -> str:
+    "One line for the k-th of n finished runs: what ran, its accuracies, and the time left at the mean pace so far."
+    left = seconds / k * (n - k)
+    return (f"[{k}/{n}] {cfg.dataset} {cfg.labels} labels {cfg.method} seed {cfg.seed}: val {100 * summary['val_acc']:.1f} %, "
+            f"test {100 * summary['test_acc']:.1f} % ({summary['seconds']:.0f} s); about {left / 60:.1f} min left")
+
+def _finished(cfgs, root, workers):
+    "Yield (cfg, summary) for each run of `cfgs` as it finishes, in parallel single-threaded processes if `workers` > 1."
+    if workers > 1 and len(cfgs) > 1:
         import multiprocessing as mp
         with ProcessPoolExecutor(workers, mp_context=mp.get_context('spawn')) as ex:
-            list(ex.map(run_one, todo, [root] * len(todo), [1] * len(todo)))
+            futs = {ex.submit(run_one, c, root, 1): c for c in cfgs}
+            for f in as_completed(futs): yield futs[f], f.result()
     else:
-        for c in todo: run_one(c, root)
+        for c in cfgs: yield c, run_one(c, root)
+
+def run_grid(cfgs:list[TrainConfig], root:str|Path, workers:int=1, verbose:bool=True) -> list[dict]:
+    "Run every config (finished ones are skipped), printing a line per finished run; `workers` > 1 runs them in parallel."
+    todo = [c for c in cfgs if not (Path(root)/run_name(c)/'summary.json').exists()]
+    if verbose: print(f"{len(cfgs)} runs, {len(cfgs) - len(todo)} already done, {len(todo)} to go"
+                      + (f", {min(workers, len(todo))} at a time" if todo else ''), flush=True)
+    t0 = time.time()
+    for k, (c, s) in enumerate(_finished(todo, root, workers), 1):
+        if verbose: print(run_line(c, s, k, len(todo), time.time() - t0), flush=True)
     return [run_one(c, root) for c in cfgs]
 
 # %% ../nbs/09_experiments.ipynb #63bf8dbd
@@ -185,7 +199,7 @@ def compare(dataset:str='digits', labels:int=50, seeds=(0, 1, 2), methods=('ce',
     "Train `methods` over `seeds`, print test accuracy (mean ± std) side by side, save a UMAP picture; return the table."
     recipe = dataset if dataset in RECIPES else None
     cfgs = grid(recipe, dataset=dataset, labels=labels, method=list(methods), seed=list(seeds), **({'steps': steps} if steps else {}), **overrides)
-    t0 = time.time(); rows = run_grid(cfgs, out, workers=workers, verbose=False)
+    t0 = time.time(); rows = run_grid(cfgs, out, workers=workers)
     tab = {m: mean_std([100 * r['test_acc'] for r in rows if r['method'] == m]) for m in methods}
     print(f"{dataset}, {labels} labels, seeds {list(seeds)}: test accuracy at the best validation step (%)")
     for m, (mu, sd) in tab.items(): print(f"  {m:10s} {mu:6.2f} ± {sd:.2f}")

@@ -180,3 +180,27 @@ def test_bad_data_files_get_one_line_error(tmp_path):
         r = cli(*args, '--steps', '1', '--out', str(tmp_path/'run'))
         assert r.returncode != 0 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_compare_prints_progress_at_once(tmp_path):
+    "The main job says what it will do within seconds, then prints one line per finished run."
+    p = subprocess.Popen([str(BIN/'supercm_experiments'), 'compare', '--dataset', 'digits', '--labels', '50', '--seeds', '0', '--steps', '20',
+                          '--out', str(tmp_path/'c'), '--workers', '1'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    t0 = time.time(); first = p.stdout.readline()
+    assert time.time() - t0 < 20 and first.startswith('2 runs, 0 already done, 2 to go'), first
+    rest, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-2000:]
+    assert [l.split(':')[0] for l in rest.splitlines() if l.startswith('[')] == ['[1/2] digits 50 labels ce seed 0',
+                                                                                  '[2/2] digits 50 labels supercm seed 0']
+
+
+@pytest.mark.parametrize('method', ['ce', 'supercm'])
+def test_cli_runs_the_demo_experiment(method):
+    "`supercm_train --dataset digits ...` resolves to the config `make demo` (compare) trains, so it gives the same accuracies."
+    from supercm_nb.experiments import grid
+    from supercm_nb.train import arg_parser, resolve_config, config_dict
+    for seed in (0, 1, 2):
+        a = arg_parser().parse_args(['--dataset', 'digits', '--labels', '50', '--method', method, '--seed', str(seed)])
+        demo = grid('digits', dataset='digits', labels=50, method=[method], seed=[seed])[0]
+        assert config_dict(resolve_config(a)) == config_dict(demo)
