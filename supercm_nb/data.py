@@ -343,11 +343,11 @@ def make_split(y:Tensor,          # (N,) int64 training labels
         raise ValueError(f"n_labels={n_labels} must be a positive multiple of the {K} classes "
                          f"(e.g. {' or '.join(map(str, sorted({K * max(1, n_labels // K), K * (n_labels // K + 1)})))}) "
                          f"so that every class gets the same count")
-    if n_labels > n - max(n_val, 0):
-        raise ValueError(f"{n_labels} labels asked for, but {dataset or 'the data'} has {n} training images and "
-                         f"{n_val} are held out for validation: use at most {K * ((n - max(n_val, 0)) // K)} labels "
-                         "(or fewer validation images)")
     if n_val < 0: raise ValueError(f"n_val={n_val} must be zero or positive (the number of validation images)")
+    if n_labels > n - n_val:
+        raise ValueError(f"{n_labels} labels asked for, but {dataset or 'the data'} has {n} training images and "
+                         f"{n_val} are held out for validation: use at most {K * ((n - n_val) // K)} labels "
+                         "(or fewer validation images)")
     if not labeled_in_unlabeled and n_labels >= n - n_val:
         raise ValueError(f"n_val={n_val} and n_labels={n_labels} leave no unlabelled images out of {n}: "
                          f"use fewer of either, or keep the labelled images in the unlabelled set")

@@ -371,8 +371,7 @@ FLAG_GROUPS = {  # --help sections; a field not listed falls under 'run'
     'SuperCM': ('beta', 'centroids', 'centroid_mode', 'centroid_momentum', 'centroid_features', 'centroid_pl_threshold',
                 'cm_terms', 'cm_on', 'cm_detach'),
     'SSL methods (VAT, PL, FixMatch, Mean Teacher, EntMin)': ('delta', 'rampup', 'vat_eps', 'vat_xi', 'vat_rows', 'vat_kl',
-                                                             'pl_form',
-                                                             'threshold', 'mt_decay', 'entmin_weight'),
+                                                             'pl_form', 'threshold', 'mt_decay', 'entmin_weight'),
     'system': ('amp', 'compile', 'channels_last', 'device'),
 }
 
