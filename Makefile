@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP) sync
 	$(BIN)/nbdev_test --n_workers 2
 	$(MAKE) docs
-	$(BIN)/pytest tests/ -q
+	$(BIN)/pytest tests/ -q -n 2 --dist loadfile
 
 sync: $(STAMP)
 	$(BIN)/nbdev_export

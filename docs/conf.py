@@ -27,6 +27,7 @@ nb_render_markdown_format = 'myst'    # show_doc's markdown (tables, math, html)
 myst_enable_extensions = ['dollarmath', 'amsmath', 'colon_fence', 'attrs_block', 'attrs_inline']
 myst_dmath_double_inline = True       # $$...$$ inside a paragraph is display math, as in Jupyter
 suppress_warnings = ['myst.header', 'mystnb.unknown_mime_type']
+smartquotes = False                   # quotes as written (and as Jupyter shows them): 'all' in an API table is a value
 
 # maths: MathJax 3 served from the site itself (docs/_static/mathjax, copied there by build.py from the npm package)
 mathjax_path = 'mathjax/tex-svg.js'

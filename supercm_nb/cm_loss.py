@@ -11,13 +11,13 @@ import torch
 from torch import Tensor
 
 # %% ../nbs/01_cm_loss.ipynb #9c19fe0e
-def reconstruction(x:Tensor,     # (n,d) inputs
+def reconstruction(x:Tensor,     # (n,d) features z
                    gamma:Tensor, # (n,K) responsibilities
                    mu:Tensor,    # (K,d) centroids
                   ) -> Tensor:
-    "(1/(n·d)) Σ_i ‖x_i − Σ_k γ_ik μ_k‖², a 0-dim tensor."
-    xbar = torch.einsum('nk,kd->nd', gamma, mu)         # x̄_i = Σ_k γ_ik μ_k
-    return (x - xbar).pow(2).sum() / x.numel()
+    "(1/(n·d)) Σ_i ‖z_i − Σ_k γ_ik μ_k‖² for the rows z_i of `x`, a 0-dim tensor."
+    zhat = torch.einsum('nk,kd->nd', gamma, mu)         # ẑ_i = Σ_k γ_ik μ_k
+    return (x - zhat).pow(2).sum() / x.numel()
 
 # %% ../nbs/01_cm_loss.ipynb #03148a17
 def sparsity(gamma:Tensor, # (n,K) responsibilities
@@ -49,7 +49,7 @@ def dirichlet_prior(gamma:Tensor,              # (n,K) responsibilities
 @dataclass
 class CMLoss:
     "The terms of the CM loss, each a 0-dim tensor."
-    reconstruction: Tensor   # (1/(n·d)) Σ_i ‖x_i − Σ_k γ_ik μ_k‖²
+    reconstruction: Tensor   # (1/(n·d)) Σ_i ‖z_i − Σ_k γ_ik μ_k‖²
     sparsity: Tensor         # (1/(n·d)) Σ_i Σ_k γ_ik(1−γ_ik)‖μ_k‖²
     merging: Tensor          # −(1/(n·d)) Σ_i Σ_{k≠l} γ_ik γ_il μ_kᵀμ_l
     dirichlet_prior: Tensor  # Σ_k (1−α_k) log(mean_i γ_ik + 1e-10), not normalised
@@ -88,13 +88,13 @@ def _check_values(gamma, alpha):
     if isinstance(alpha, Tensor) and bool((alpha < 1).any()): raise ValueError(_ALPHA_MSG.format(alpha.tolist()))
 
 # %% ../nbs/01_cm_loss.ipynb #8e9e8da6
-def cm_loss(x:Tensor,                 # (n,d) inputs of the clustering module (features)
+def cm_loss(x:Tensor,                 # (n,d) features z, the inputs of the clustering module
             gamma:Tensor,             # (n,K) responsibilities, rows on the simplex (softmax output)
             mu:Tensor,                # (K,d) centroids
             alpha:float|Tensor=1.0,   # Dirichlet concentration α >= 1, a number or a (K,) tensor; 1 = no prior
             validate:bool=True,       # check values of gamma and a tensor alpha (a host sync); shapes are always checked
            ) -> CMLoss:
-    "The CM loss of Boubekki et al. (2021) as used by SuperCM, term by term."
+    "The CM loss of Boubekki et al. (2021), term by term (SuperCM uses the first three: α=1)."
     _check_shapes(x, gamma, mu, alpha)
     if not isinstance(alpha, Tensor) and alpha < 1: raise ValueError(_ALPHA_MSG.format(alpha))
     if validate: _check_values(gamma, alpha)

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .runfiles import atomic_path
+
+
 # %% auto #0
 __all__ = ['DATASETS', 'EVAL_PARTS', 'ImageData', 'channel_stats', 'default_root', 'atomic_write', 'load_dataset', 'show_images',
            'default_val_size', 'SSLSplit', 'make_split', 'check_split', 'Normalizer', 'gcn', 'fit_zca', 'shift_flip',
@@ -21,10 +24,10 @@ __all__ = ['DATASETS', 'EVAL_PARTS', 'ImageData', 'channel_stats', 'default_root
 # %% ../nbs/04_data.ipynb #4215ce43
 @dataclass(repr=False)
 class ImageData:
-    "A labelled image dataset: uint8 `(N,C,H,W)` images on the CPU, int64 labels, class names, normalisation."
+    "An image dataset: uint8 `(N,C,H,W)` images on the CPU, int64 labels (−1: an image given without one), class names."
     name: str            # dataset name, e.g. 'digits', 'cifar10'
     x_train: Tensor      # (N,C,H,W) uint8
-    y_train: Tensor      # (N,) int64
+    y_train: Tensor      # (N,) int64; -1 marks an image that came without a label (your own unlabelled images)
     x_test: Tensor       # (M,C,H,W) uint8
     y_test: Tensor       # (M,) int64
     classes: list        # class names, index = label
@@ -37,8 +40,11 @@ class ImageData:
     def n_classes(self): return len(self.classes)
     @property
     def shape(self): return tuple(self.x_train.shape[1:])
+    @property
+    def n_unlabeled_given(self) -> int: return int((self.y_train < 0).sum())   # images that came without a label
     def __repr__(self):
-        return (f"ImageData({self.name!r}: train {tuple(self.x_train.shape)}, test {tuple(self.x_test.shape)}, "
+        unl = f", {self.n_unlabeled_given} of them unlabelled" if self.n_unlabeled_given else ''
+        return (f"ImageData({self.name!r}: train {tuple(self.x_train.shape)}{unl}, test {tuple(self.x_test.shape)}, "
                 f"{self.n_classes} classes, flip={self.flip})")
 
 # %% ../nbs/04_data.ipynb #c422e7d4
@@ -54,13 +60,19 @@ def channel_stats(x:Tensor, # (N,C,H,W) uint8 images
     return tuple(means), tuple(stds)
 
 # %% ../nbs/04_data.ipynb #333c37c9
-def _image_data(name, xtr, ytr, xte, yte, classes, flip, root=None) -> ImageData:
-    "Check types and shapes and fill in the channel statistics."
+def _image_data(name, xtr, ytr, xte, yte, classes, flip, root=None, x_unlabeled=None) -> ImageData:
+    "Check types and shapes, append the unlabelled images (label −1) to train, and fill in the channel statistics."
     xtr, xte = torch.as_tensor(xtr).contiguous(), torch.as_tensor(xte).contiguous()
     ytr, yte = torch.as_tensor(ytr).long(), torch.as_tensor(yte).long()
     assert xtr.dtype == torch.uint8 and xtr.ndim == 4 and xtr.shape[1:] == xte.shape[1:], (xtr.dtype, xtr.shape, xte.shape)
+    if x_unlabeled is not None and len(x_unlabeled):
+        xu = torch.as_tensor(x_unlabeled)
+        if xu.shape[1:] != xtr.shape[1:]:
+            raise ValueError(f"dataset {name!r}: unlabelled images are {tuple(xu.shape[1:])} but train images {tuple(xtr.shape[1:])}")
+        xtr, ytr = torch.cat([xtr, xu]), torch.cat([ytr, torch.full((len(xu),), -1)])
     mean, std = channel_stats(xtr)
     return ImageData(name, xtr, ytr, xte, yte, list(classes), mean, std, flip, None if root is None else str(root))
+
 
 # %% ../nbs/04_data.ipynb #fdd805de
 def _load_digits(root=None, download=False) -> ImageData:
@@ -85,15 +97,23 @@ _TV = {  # name: (torchvision class, folder it reads below root, flip allowed)
 DATASETS = ('digits', 'mnist', 'fashion_mnist', 'svhn', 'cifar10', 'cifar10_jpeg', 'cifar100', 'imagefolder', 'npz')
 
 def default_root() -> Path:
-    "Where datasets are looked for when no root is given: $SUPERCM_DATA, else ./data."
-    return Path(os.environ.get('SUPERCM_DATA', 'data'))
+    "Where datasets are looked for when no root is given: $SUPERCM_DATA, else ~/.cache/supercm_nb/data."
+    if os.environ.get('SUPERCM_DATA'): return Path(os.environ['SUPERCM_DATA'])
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'supercm_nb'/'data'
+
+def _download_default(download:bool|None) -> bool:
+    "An explicit `download`, else True in Colab (online) or when SUPERCM_DOWNLOAD=1."
+    if download is not None: return download
+    import sys
+    return 'google.colab' in sys.modules or os.environ.get('SUPERCM_DOWNLOAD') == '1'
+
 
 def _missing(name, root, detail=''):
     "The error for a dataset whose files are not where we looked."
     cls, sub, _ = _TV[name]
     return FileNotFoundError(
         f"dataset {name!r}: no data found in {Path(root) / sub} (torchvision's {cls} layout under root={str(root)!r}){detail}. "
-        f"To download it (needs internet): python -c \"from supercm_nb.data import load_dataset; "
+        f"To download it (needs internet): set SUPERCM_DOWNLOAD=1, or python -c \"from supercm_nb.data import load_dataset; "
         f"load_dataset('{name}', root='{root}', download=True)\"  — or pass the root that already holds the files.")
 
 # %% ../nbs/04_data.ipynb #5004ddee
@@ -136,7 +156,7 @@ def _to_nchw(x:np.ndarray, what:str) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.astype(np.uint8)))
 
 def _load_npz(root=None, download=False, flip=False) -> ImageData:
-    "Images from an .npz holding x_train, y_train, x_test, y_test (and optionally classes)."
+    "Images from an .npz holding x_train, y_train, x_test, y_test (and optionally classes, x_unlabeled)."
     if root is None: raise ValueError("dataset 'npz': pass root='path/to/file.npz' (a file with x_train, y_train, x_test, y_test)")
     p = Path(root)
     if not p.is_file():
@@ -150,16 +170,17 @@ def _load_npz(root=None, download=False, flip=False) -> ImageData:
         ytr, yte = torch.from_numpy(z['y_train'].astype(np.int64)), torch.from_numpy(z['y_test'].astype(np.int64))
         k = int(max(ytr.max(), yte.max())) + 1
         classes = [str(c) for c in z['classes']] if 'classes' in z.files else [str(c) for c in range(k)]
+        xun = _to_nchw(z['x_unlabeled'], f'{p}:x_unlabeled') if 'x_unlabeled' in z.files else None
     if len(xtr) != len(ytr) or len(xte) != len(yte):
         raise ValueError(f"dataset 'npz': {p} has {len(xtr)} train images but {len(ytr)} labels, {len(xte)} test images but {len(yte)} labels")
     if min(ytr.min(), yte.min()) < 0: raise ValueError(f"dataset 'npz': labels must be 0..K-1, got a negative label in {p}")
-    return _image_data('npz', xtr, ytr, xte, yte, classes, flip, p)
+    return _image_data('npz', xtr, ytr, xte, yte, classes, flip, p, xun)
 
 # %% ../nbs/04_data.ipynb #c2a65b05
 _IMG_EXT = {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.ppm', '.pgm', '.tif', '.tiff', '.webp'}
 
 def _folder_files(root:Path):
-    "Sorted image files of root/{train,test}/<class>/* and the class names (from train)."
+    "Sorted image files of root/{train,test}/<class>/* and root/unlabeled/**, and the class names (from train)."
     for s in ('train', 'test'):
         if not (root / s).is_dir():
             raise FileNotFoundError(f"dataset 'imagefolder': no folder {root / s}; expected {root}/train/<class>/* "
@@ -170,6 +191,8 @@ def _folder_files(root:Path):
                  for f in sorted((root / s / c).iterdir()) if f.suffix.lower() in _IMG_EXT] for s in ('train', 'test')}
     extra = sorted({d.name for d in (root / 'test').iterdir() if d.is_dir()} - set(classes))
     if extra: raise ValueError(f"dataset 'imagefolder': {root / 'test'} has classes not in train: {extra}")
+    unl = root/'unlabeled'
+    files['unlabeled'] = [(f, -1) for f in sorted(unl.rglob('*')) if f.suffix.lower() in _IMG_EXT] if unl.is_dir() else []
     return files, classes
 
 def _decode(files, what):
@@ -192,8 +215,7 @@ def _decode(files, what):
 
 # %% ../nbs/04_data.ipynb #74181a0c
 def atomic_write(path, write_fn):
-    "Call `write_fn(tmp_path)` then rename the temporary file onto `path` (via `learner.atomic_path`: fsync, usual permissions)."
-    from supercm_nb.learner import atomic_path
+    "Call `write_fn(tmp_path)` then rename the temporary file onto `path` (via `runfiles.atomic_path`: fsync, usual permissions)."
     with atomic_path(path) as tmp: write_fn(tmp)
 
 def _savez(path, arrays:dict):
@@ -203,12 +225,12 @@ def _savez(path, arrays:dict):
 def _listing_key(files, classes) -> str:
     "A fingerprint of the file list (relative names, labels, sizes) the cache was built from."
     h = hashlib.sha1(json.dumps(classes).encode())
-    for s in ('train', 'test'):
-        for f, k in files[s]: h.update(f'{s}/{f.parent.name}/{f.name}:{k}:{f.stat().st_size}\n'.encode())
+    for s in ('train', 'test', 'unlabeled'):
+        for f, k in files.get(s, []): h.update(f'{s}/{f.parent.name}/{f.name}:{k}:{f.stat().st_size}\n'.encode())
     return h.hexdigest()
 
 def _load_folder(root=None, download=False, flip=True) -> ImageData:
-    "Images from root/train/<class>/* and root/test/<class>/*, decoded once and cached as <root>.decoded.npz."
+    "Images from root/{train,test}/<class>/* (and root/unlabeled/**), decoded once and cached as <root>.decoded.npz."
     if root is None: raise ValueError("dataset 'imagefolder': pass root='DIR' where DIR/train/<class>/* and DIR/test/<class>/* hold the images")
     root = Path(root)
     files, classes = _folder_files(root)
@@ -216,15 +238,17 @@ def _load_folder(root=None, download=False, flip=True) -> ImageData:
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
             if str(z['key']) == key:
-                return _image_data('imagefolder', z['x_train'], z['y_train'], z['x_test'], z['y_test'], [str(c) for c in z['classes']], flip, root)
+                return _image_data('imagefolder', z['x_train'], z['y_train'], z['x_test'], z['y_test'],
+                                   [str(c) for c in z['classes']], flip, root, z['x_unlabeled'] if 'x_unlabeled' in z.files else None)
     xtr, xte = _decode(files['train'], root / 'train'), _decode(files['test'], root / 'test')
     if xtr.shape[1:] != xte.shape[1:]: raise ValueError(f"dataset 'imagefolder': train images are {tuple(xtr.shape[1:])} but test images {tuple(xte.shape[1:])}")
+    xun = _decode(files['unlabeled'], root/'unlabeled') if files['unlabeled'] else xtr[:0]
     ytr, yte = (torch.tensor([k for _, k in files[s]]) for s in ('train', 'test'))
     arrays = dict(x_train=xtr.numpy(), y_train=ytr.numpy(), x_test=xte.numpy(), y_test=yte.numpy(),
-                  classes=np.array(classes), key=np.array(key))
+                  x_unlabeled=xun.numpy(), classes=np.array(classes), key=np.array(key))
     try: atomic_write(cache, lambda t: _savez(t, arrays))
     except OSError as e: warnings.warn(f"could not cache the decoded images at {cache} ({e}); they will be decoded again next time")
-    return _image_data('imagefolder', xtr, ytr, xte, yte, classes, flip, root)
+    return _image_data('imagefolder', xtr, ytr, xte, yte, classes, flip, root, xun)
 
 # %% ../nbs/04_data.ipynb #cdf6fb3f
 def _jpeg_root(root) -> Path:
@@ -250,8 +274,8 @@ def _jpeg_root(root) -> Path:
                             f"pass --data-root pointing at the folder, or at cifar10-jpeg-q75.tar.xz")
 
 def load_dataset(name:str,                 # one of `DATASETS`
-                 root:str|Path|None=None,  # torchvision root / image folder / .npz file; None: $SUPERCM_DATA or ./data
-                 download:bool=False,      # let torchvision download missing files (needs internet)
+                 root:str|Path|None=None,  # torchvision root / image folder / .npz file; None: `default_root()`
+                 download:bool|None=None,  # let torchvision download missing files; None: in Colab or if SUPERCM_DOWNLOAD=1
                  flip:bool|None=None,      # override whether flips are allowed (default: per dataset; npz False, imagefolder True)
                 ) -> ImageData:
     "Load a dataset by name as uint8 images, int64 labels, class names and per-channel statistics."
@@ -260,7 +284,7 @@ def load_dataset(name:str,                 # one of `DATASETS`
     elif name == 'npz': d = _load_npz(root)
     elif name == 'imagefolder': d = _load_folder(root)
     elif name == 'cifar10_jpeg': d = _load_folder(_jpeg_root(root)); d.name = 'cifar10_jpeg'
-    else: d = _load_tv(name, root, download)
+    else: d = _load_tv(name, root, _download_default(download))
     if flip is not None: d.flip = flip
     return d
 
@@ -313,10 +337,10 @@ def _labels_key(y:Tensor) -> str:
 class SSLSplit:
     "Index tensors into x_train for the labelled, unlabelled and validation images, with the parameters that made them."
     dataset: str
-    n_labels: int
+    n_labels: int|None  # None: every labelled image not in validation (the labels as given)
     n_val: int
     seed: int
-    labeled: Tensor     # (n_labels,) int64
+    labeled: Tensor     # (n_labels,) int64 indices
     unlabeled: Tensor   # (n_u,) int64
     val: Tensor         # (n_val,) int64
     n_train: int = 0
@@ -328,9 +352,22 @@ class SSLSplit:
                 f"{len(self.unlabeled)} unlabelled, {len(self.val)} validation of {self.n_train})")
 
 # %% ../nbs/04_data.ipynb #a093b9c0
-def make_split(y:Tensor,          # (N,) int64 training labels
-               n_labels:int,      # labelled images, a multiple of the number of classes
-               n_val:int,         # validation images held out of train
+def _all_given_labels(y, n_val, g, dataset, labeled_in_unlabeled):
+    "Validation drawn from the labelled rows, every other labelled row labelled; unlabelled = all rows not in validation."
+    has = (y >= 0).nonzero().squeeze(1)
+    if n_val >= len(has):
+        raise ValueError(f"n_val={n_val} leaves none of the {len(has)} labelled images of {dataset or 'the data'} to train on: "
+                         "use a smaller validation set")
+    perm = has[torch.randperm(len(has), generator=g)]
+    val, labeled = perm[:n_val], perm[n_val:]
+    keep = torch.ones(len(y), dtype=torch.bool); keep[val] = False
+    if not labeled_in_unlabeled: keep[labeled] = False
+    if not keep.any(): raise ValueError(f"{dataset or 'the data'} has no unlabelled images left once validation is held out")
+    return val, labeled[torch.argsort(y[labeled], stable=True)], keep.nonzero().squeeze(1)
+
+def make_split(y:Tensor,          # (N,) int64 training labels; -1 marks an image given without a label
+               n_labels:int|None, # labelled images, a multiple of the number of classes; None: every labelled image not in val
+               n_val:int,         # validation images, drawn from the labelled images
                seed:int,          # the split is a function of (y, n_labels, n_val, seed)
                dataset:str='',    # name recorded in the split
                n_classes:int|None=None,          # default: max(y)+1
@@ -339,11 +376,19 @@ def make_split(y:Tensor,          # (N,) int64 training labels
     "Random validation set, then `n_labels/K` random labelled images per class from the rest; unlabelled = train − val."
     y = torch.as_tensor(y).long().cpu()
     n, K = len(y), n_classes or int(y.max()) + 1
+    if n_val < 0: raise ValueError(f"n_val={n_val} must be zero or positive (the number of validation images)")
+    g = torch.Generator().manual_seed(seed)
+    if n_labels is None:   # the labels as given: nothing is hidden
+        val, labeled, unlabeled = _all_given_labels(y, n_val, g, dataset, labeled_in_unlabeled)
+        return SSLSplit(dataset, None, n_val, seed, labeled, unlabeled, torch.sort(val).values, n, _labels_key(y),
+                        labeled_in_unlabeled)
+    if (y < 0).any():
+        raise ValueError(f"{dataset or 'the data'} brings {int((y < 0).sum())} unlabelled images of its own, so its labels are "
+                         f"used as given: pass n_labels=None (--labels all) instead of {n_labels}")
     if n_labels < K or n_labels % K:
         raise ValueError(f"n_labels={n_labels} must be a positive multiple of the {K} classes "
                          f"(e.g. {' or '.join(map(str, sorted({K * max(1, n_labels // K), K * (n_labels // K + 1)})))}) "
                          f"so that every class gets the same count")
-    if n_val < 0: raise ValueError(f"n_val={n_val} must be zero or positive (the number of validation images)")
     if n_labels > n - n_val:
         raise ValueError(f"{n_labels} labels asked for, but {dataset or 'the data'} has {n} training images and "
                          f"{n_val} are held out for validation: use at most {K * ((n - n_val) // K)} labels "
@@ -351,7 +396,6 @@ def make_split(y:Tensor,          # (N,) int64 training labels
     if not labeled_in_unlabeled and n_labels >= n - n_val:
         raise ValueError(f"n_val={n_val} and n_labels={n_labels} leave no unlabelled images out of {n}: "
                          f"use fewer of either, or keep the labelled images in the unlabelled set")
-    g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
     val, rest = perm[:n_val], perm[n_val:]
     per = n_labels // K
@@ -369,6 +413,7 @@ def make_split(y:Tensor,          # (N,) int64 training labels
     unlabeled = rest if labeled_in_unlabeled else rest[rank >= per]
     return SSLSplit(dataset, n_labels, n_val, seed, labeled, torch.sort(unlabeled).values, torch.sort(val).values,
                     n, _labels_key(y), labeled_in_unlabeled)
+
 
 # %% ../nbs/04_data.ipynb #cba527c1
 def _split_to_json(s:SSLSplit) -> dict:
@@ -681,7 +726,7 @@ def eval_set(data:ImageData,
              normalize:Normalizer|None=None,  # None: Normalizer.from_data(data); pass SSLBatches.norm to match training
              channels_last:bool=False,
             ) -> EvalSet:
-    "Normalised, unaugmented images of one part of the data, with labels, on `device`."
+    "Normalised, unaugmented images of one part of the data, with labels (images without one left out), on `device`."
     if part not in EVAL_PARTS: raise ValueError(f"part={part!r}: use one of {EVAL_PARTS}")
     if part == 'test': x, y = data.x_test, data.y_test
     elif part == 'train': x, y = data.x_train, data.y_train
@@ -690,6 +735,7 @@ def eval_set(data:ImageData,
         check_split(split, data)
         idx = getattr(split, part)
         x, y = data.x_train[idx], data.y_train[idx]
+    if part in ('train', 'unlabeled') and (y < 0).any(): x, y = x[y >= 0], y[y >= 0]   # images given without a label
     norm = (normalize or Normalizer.from_data(data)).to(device)
     x = norm(x.to(device))
     return EvalSet(x.contiguous(memory_format=torch.channels_last) if channels_last else x, y.to(device), part)

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .learner import write_json, atomic_path
+from .runfiles import write_json, atomic_path
 from .train import TrainConfig, make_config, run, build, config_dict, RECIPES, CPU_CIFAR10_METHODS
 from .methods import head_of, CM_TERMS
 
 # %% auto #0
-__all__ = ['SEEDS', 'BETA_GRID', 'BETA_GRID_CIFAR10', 'STUDIES', 'grid', 'run_name', 'run_one', 'run_line', 'run_grid', 'collect',
-           'mean_std', 'results_table', 'save_csv', 'load_csv', 'show_table', 'paired_diff', 'Features', 'features',
-           'separation', 'embed_2d', 'plot_embedding', 'compare', 'run_features', 'Selection', 'choose', 'select',
-           'main', 'study_configs', 'save_study_table', 'run_study', 'run_cost', 'run_studies']
+__all__ = ['SEEDS', 'BETA_GRID', 'BETA_GRID_CIFAR10', 'STUDIES', 'grid', 'run_name', 'run_one', 'run_line', 'runs_bar',
+           'run_grid', 'collect', 'mean_std', 'results_table', 'save_csv', 'load_csv', 'show_table', 'paired_diff',
+           'seed_rows', 'paired_table', 'plot_paired', 'Features', 'features', 'separation', 'embed_2d',
+           'plot_embedding', 'compare', 'run_features', 'Selection', 'choose', 'select', 'main', 'study_configs',
+           'save_study_table', 'run_study', 'run_cost', 'run_studies']
 
 # %% ../nbs/09_experiments.ipynb #57dbd0e9
 def grid(recipe:str|None=None, **axes) -> list[TrainConfig]:
@@ -63,14 +64,22 @@ def _finished(cfgs, root, workers):
     else:
         for c in cfgs: yield c, run_one(c, root)
 
+def runs_bar(k:int, n:int, seconds:float, width:int=30) -> str:
+    "A one-line bar over runs: k of n done, and the time left at the mean pace so far."
+    left = f"about {seconds / k * (n - k) / 60:.1f} min left" if k else 'first run under way'
+    return f"[{'#' * (width * k // max(n, 1)):<{width}}] {k}/{n} runs, {left}"
+
 def run_grid(cfgs:list[TrainConfig], root:str|Path, workers:int=1, verbose:bool=True) -> list[dict]:
-    "Run every config (finished ones are skipped), printing a line per finished run; `workers` > 1 runs them in parallel."
+    "Run every config (finished ones are skipped), printing a line per finished run (and a bar in a terminal)."
     todo = [c for c in cfgs if not (Path(root)/run_name(c)/'summary.json').exists()]
+    bar = verbose and bool(todo) and sys.stdout.isatty()   # piped to a file: the lines alone
     if verbose: print(f"{len(cfgs)} runs, {len(cfgs) - len(todo)} already done, {len(todo)} to go"
                       + (f", {min(workers, len(todo))} at a time" if todo else ''), flush=True)
     t0 = time.time()
+    if bar: print(runs_bar(0, len(todo), 0), end='\r', flush=True)
     for k, (c, s) in enumerate(_finished(todo, root, workers), 1):
-        if verbose: print(run_line(c, s, k, len(todo), time.time() - t0), flush=True)
+        if verbose: print(('\x1b[2K' if bar else '') + run_line(c, s, k, len(todo), time.time() - t0), flush=True)
+        if bar and k < len(todo): print(runs_bar(k, len(todo), time.time() - t0), end='\r', flush=True)
     return [run_one(c, root) for c in cfgs]
 
 # %% ../nbs/09_experiments.ipynb #63bf8dbd
@@ -148,6 +157,57 @@ def paired_diff(rows:list[dict],   # per-seed rows with 'method', 'seed', `key`,
         out[k] = {'mean': m, 'std': sd, 'n': len(d), 'diffs': d, 'seeds': seeds, 'p': p, 'verdict': verdict}
     return out
 
+# %% ../nbs/09_experiments.ipynb #44c8f516
+def seed_rows(name:str,              # a study of `STUDIES`
+              results='nbs/results', # the folder its tables were saved in
+             ) -> list[dict]:
+    "The per-seed rows of study `name` (`results/<name>_seeds.csv`); a missing file is an error naming the command."
+    p = Path(results)/f'{name}_seeds.csv'
+    if not p.exists(): raise FileNotFoundError(f"{p} is missing: make it with `supercm_experiments study {name}`")
+    return load_csv(p)
+
+def paired_table(rows:list[dict], base, other, # as for `paired_diff`: each row is a seed of `base` or `other`
+                 key:str='labels',             # one block of the table per value of this column
+                 by:str='method',              # the column holding `base` and `other`
+                 metric:str='test_acc',        # the value compared, shown ×100
+                ) -> str:
+    "A markdown table of `paired_diff`: each seed's two values and their difference, then mean ± std, p and verdict."
+    val = {(r[by], r[key], r['seed']): 100 * r[metric] for r in rows}
+    lines = [f'| {key} | seed | {base} | {other} | {other} − {base} |', '|---|---|---|---|---|']
+    for k, g in paired_diff(rows, base, other, key, by, metric).items():
+        a, b = ([val[arm, k, s] for s in g['seeds']] for arm in (base, other))
+        lines += [f'| {k} | {s} | {x:.1f} | {y:.1f} | {d:+.1f} |' for s, x, y, d in zip(g['seeds'], a, b, g['diffs'])]
+        (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+        lines.append(f"| {k} | mean ± std | {ma:.1f} ± {sa:.1f} | {mb:.1f} ± {sb:.1f} | "
+                     f"**{g['mean']:+.1f} ± {g['std']:.1f}** (p = {g['p']:.2g}, {g['verdict']}) |")
+    return '\n'.join(lines)
+
+def plot_paired(gains:dict,                       # legend label → a `paired_diff` result
+                title:str='',                     # the axes' title
+                xlabel:str='labelled images',     # what the keys of the results are
+                ylabel:str='difference, points',  # what the differences are
+                ax=None,                          # the axes to draw on (default: a new 5 × 3 in figure at 100 dpi)
+               ):
+    "Paired differences per key: each seed's (dots) and their mean ± std (square and bar), one colour per series."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(5, 3), dpi=100)[1]
+    keys = list(dict.fromkeys(k for g in gains.values() for k in g))   # numbers in order, names as given
+    if all(isinstance(k, (int, float)) for k in keys): keys.sort()
+    w = 0.6 / len(gains)
+    for i, (name, g) in enumerate(gains.items()):
+        xs = [keys.index(k) + (i - (len(gains) - 1) / 2) * w for k in g]
+        ax.errorbar(xs, [v['mean'] for v in g.values()], [v['std'] for v in g.values()], fmt='s', ms=6, capsize=4,
+                    color=f'C{i}', label=name)
+        for x, v in zip(xs, g.values()):   # the seeds, just right of their mean
+            ax.plot([x + 0.06] * v['n'], v['diffs'], 'o', ms=4, color=f'C{i}', alpha=0.5, mec='none')
+    ax.axhline(0, color='0.3', lw=0.8)
+    tick = lambda k: f'{k:,}' if isinstance(k, int) else f'{k:g}' if isinstance(k, float) else str(k)
+    ax.set_xticks(range(len(keys)), [tick(k) for k in keys])
+    ax.set_xlim(-0.5, len(keys) - 0.5)
+    ax.set_xlabel(xlabel); ax.set_ylabel(ylabel); ax.set_title(title, fontsize=10)
+    ax.grid(axis='y', alpha=0.3); ax.legend(fontsize=8)
+    return ax
+
 # %% ../nbs/09_experiments.ipynb #a659aabd
 @dataclass
 class Features:
@@ -222,7 +282,7 @@ def _compare_picture(cfgs, methods, seed, out:Path, embed:str='umap') -> dict:
 
 def run_features(cfg:TrainConfig, folder:Path, which:str='best.pt') -> Features:
     "Test features of the model saved in folder/`which`."
-    from supercm_nb.learner import load_checkpoint
+    from supercm_nb.runfiles import load_checkpoint
     b = build(cfg, None, progress=False)
     sd = load_checkpoint(Path(folder)/which)
     getattr(b.learn.model, 'module', b.learn.model).load_state_dict(sd['model'])
@@ -267,23 +327,24 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog='supercm_experiments', description='Run comparisons and studies.')
     sub = p.add_subparsers(dest='cmd', required=True)
     c = sub.add_parser('compare', help='CE against SuperCM (mean ± std over seeds) with a UMAP picture')
-    c.add_argument('--dataset', default='digits'); c.add_argument('--labels', type=int, default=50)
+    c.add_argument('--dataset', default='digits'); c.add_argument('--labels', type=labels_value, default=50)
     c.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2]); c.add_argument('--steps', type=int)
     c.add_argument('--methods', default='ce,supercm'); c.add_argument('--out', default='runs/compare')
-    c.add_argument('--workers', type=int, default=2)
+    c.add_argument('--workers', type=int, default=2); c.add_argument('--data-root')
     s = sub.add_parser('study', help='run named studies (cheapest runs first) and save their tables')
     s.add_argument('name', nargs='+', help='one or more of: ' + ', '.join(STUDIES)); s.add_argument('--root', default='runs')
     s.add_argument('--results', default='nbs/results'); s.add_argument('--workers', type=int, default=2)
     s.add_argument('--data-root', default=None)
     e = sub.add_parser('select', help='choose beta (and optionally lr, delta) on validation over a small grid')
-    e.add_argument('--recipe', default='digits', help='recipe the grid is built on'); e.add_argument('--labels', type=int)
+    e.add_argument('--recipe', default='digits', help='recipe the grid is built on'); e.add_argument('--labels', type=labels_value)
     e.add_argument('--beta', default='0.186,1,3', help='comma-separated candidates'); e.add_argument('--lr'); e.add_argument('--delta')
     e.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2]); e.add_argument('--steps', type=int)
     e.add_argument('--out', default='runs/select'); e.add_argument('--workers', type=int, default=2); e.add_argument('--data-root')
     a = p.parse_args(argv)
     floats = lambda v: [float(x) for x in v.split(',')] if v else None
     try:
-        if a.cmd == 'compare': compare(a.dataset, a.labels, tuple(a.seeds), tuple(a.methods.split(',')), a.steps, a.out, a.workers)
+        if a.cmd == 'compare': compare(a.dataset, a.labels, tuple(a.seeds), tuple(a.methods.split(',')), a.steps, a.out, a.workers,
+                                     **({'data_root': a.data_root} if a.data_root else {}))
         elif a.cmd == 'select':
             sel = select(a.recipe, a.out, floats(a.beta), floats(a.lr), floats(a.delta), tuple(a.seeds), a.workers,
                          **{k: v for k, v in dict(labels=a.labels, steps=a.steps, data_root=a.data_root).items() if v is not None})

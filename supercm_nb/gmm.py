@@ -51,21 +51,21 @@ class GMMParams:
 def sq_dists(x:Tensor,  # (n,d) points
              mu:Tensor, # (K,d) centres
             ) -> Tensor:
-    "Squared distances ‖x_i − μ_k‖², shape (n,K)."
+    "Squared distances ‖z_i − μ_k‖² between the rows of `x` and of `mu`, shape (n,K)."
     return (x[:, None, :] - mu[None, :, :]).pow(2).sum(-1)
 
 # %% ../nbs/00_gmm.ipynb #2fad01a5
 def log_joint(x:Tensor,          # (n,d) points
               params:GMMParams,
              ) -> Tensor:
-    "log π_k + log N(x_i; μ_k, σ²I), shape (n,K)."
+    "log π_k + log N(z_i; μ_k, σ²I) for the rows z_i of `x`, shape (n,K)."
     d = x.shape[1]
     log_norm = -0.5 * d * torch.log(2 * math.pi * params.sigma2)
     return torch.log(params.pi) + log_norm - sq_dists(x, params.mu) / (2 * params.sigma2)
 
 # %% ../nbs/00_gmm.ipynb #4aa762cf
 def log_likelihood(x:Tensor, params:GMMParams) -> Tensor:
-    "Log-likelihood Σ_i log Σ_k π_k N(x_i; μ_k, σ²I) of the points `x` (n,d), a 0-dim tensor."
+    "Log-likelihood Σ_i log Σ_k π_k N(z_i; μ_k, σ²I) of the points `x` (n,d), a 0-dim tensor."
     return torch.logsumexp(log_joint(x, params), dim=1).sum()
 
 # %% ../nbs/00_gmm.ipynb #0303ae01
@@ -89,7 +89,7 @@ def log_prior(pi:Tensor, alpha:float|Tensor=1.0) -> Tensor:
 
 # %% ../nbs/00_gmm.ipynb #a973e29a
 def responsibilities(x:Tensor, params:GMMParams) -> Tensor:
-    "E-step: γ_ik = p(component k | x_i), shape (n,K), rows summing to 1."
+    "E-step: γ_ik = p(component k | z_i), shape (n,K), rows summing to 1."
     return torch.softmax(log_joint(x, params), dim=1)
 
 # %% ../nbs/00_gmm.ipynb #298b1f22
@@ -108,7 +108,7 @@ def q_function(x:Tensor,                 # (n,d) points
                params:GMMParams,         # parameters θ at which Q is evaluated
                alpha:float|Tensor=1.0,   # Dirichlet concentration on π
               ) -> Tensor:
-    "Q(θ; γ) = Σ_ik γ_ik [log π_k + log N(x_i; μ_k, σ²I)] + Σ_k (α_k−1) log π_k, a 0-dim tensor."
+    "Q(θ; γ) = Σ_ik γ_ik [log π_k + log N(z_i; μ_k, σ²I)] + Σ_k (α_k−1) log π_k, a 0-dim tensor."
     return (gamma * log_joint(x, params)).sum() + log_prior(params.pi, alpha)
 
 # %% ../nbs/00_gmm.ipynb #2f51d210

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_learner.ipynb #3d903321
 from __future__ import annotations
-import json, math, os, random, signal, time, tempfile
+import math, signal, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 import sys
@@ -16,16 +16,22 @@ import torch
 from torch import nn, Tensor
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .runfiles import (append_jsonl, repair_jsonl, save_checkpoint, load_checkpoint, CheckpointError,
+                                 rng_state, set_rng_state, plot_history)
+
 # %% auto #0
-__all__ = ['CancelStepException', 'CancelFitException', 'Callback', 'run_cbs', 'rampup_weight', 'lr_factor', 'atomic_path',
-           'write_json', 'append_jsonl', 'rng_state', 'set_rng_state', 'seed_everything', 'CheckpointError',
-           'save_checkpoint', 'load_checkpoint', 'check_config', 'TrainCB', 'NonFiniteLossError', 'Learner', 'fp32',
-           'EMACB', 'SWACB', 'EvalCB', 'RunFolderCB', 'format_table', 'ProgressCB', 'plot_history', 'read_metrics',
-           'plot_run']
+__all__ = ['CancelStepException', 'CancelFitException', 'unwrap', 'Callback', 'run_cbs', 'rampup_weight', 'lr_factor', 'TrainCB',
+           'NonFiniteLossError', 'Learner', 'fp32', 'AverageCB', 'EMACB', 'SWACB', 'EvalCB', 'RunFolderCB',
+           'format_table', 'ProgressCB']
 
 # %% ../nbs/06_learner.ipynb #51d965f3
 class CancelStepException(Exception): "Skip the rest of this step."
 class CancelFitException(Exception): "Stop training after this step."
+
+def unwrap(model:nn.Module) -> nn.Module:
+    "The network inside DDP's and torch.compile's wrappers (the one whose weights are saved)."
+    m = getattr(model, 'module', model)
+    return getattr(m, '_orig_mod', m)
 
 class Callback:
     "Base class: override any event method (`before_fit`, `before_step`, `after_pred`, `after_loss`, `after_step`, `after_fit`...)."
@@ -42,7 +48,7 @@ def run_cbs(cbs, event:str, learn=None):
 
 # %% ../nbs/06_learner.ipynb #36853ddc
 def rampup_weight(step:int, rampup_steps:int) -> float:
-    "Sigmoid-shaped ramp-up w(t)=exp(-5(1-min(t/T,1))^2); 1 when `rampup_steps` is 0."
+    "Sigmoid-shaped ramp-up w(t)=exp(-5(1-min(t/t_r,1))^2), t_r = `rampup_steps`; 1 when `rampup_steps` is 0."
     if rampup_steps <= 0: return 1.0
     r = min(step / rampup_steps, 1.0)
     return math.exp(-5.0 * (1.0 - r) ** 2)
@@ -54,84 +60,6 @@ def lr_factor(step:int, steps:int, schedule:str='step', drop_at:float=0.8, drop:
     if schedule == 'cosine': return 0.5 * (1 + math.cos(math.pi * min(step / max(steps, 1), 1.0)))
     if schedule == 'constant': return 1.0
     raise ValueError(f"Unknown lr schedule {schedule!r}: use one of 'step', 'cosine', 'constant'.")
-
-# %% ../nbs/06_learner.ipynb #1fc47802
-@contextmanager
-def atomic_path(path):
-    "Yield a temporary path next to `path`; on success rename it over `path`, on error delete it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'); os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, 'rb') as f: os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
-def _umask() -> int:
-    "The process umask (read without changing it)."
-    m = os.umask(0); os.umask(m); return m
-
-def write_json(path, obj):
-    "Write `obj` as JSON to `path` atomically."
-    with atomic_path(path) as tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str))
-
-def append_jsonl(path, obj):
-    "Append one JSON line to `path` (rewritten atomically, so a crash never leaves a torn line)."
-    path = Path(path); old = path.read_text() if path.exists() else ''
-    with atomic_path(path) as tmp: Path(tmp).write_text(old + json.dumps(obj, default=str) + '\n')
-
-# %% ../nbs/06_learner.ipynb #39917e5f
-def rng_state() -> dict:
-    "Every global random state as `weights_only`-loadable data."
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    st = {'python': random.getstate(), 'torch': torch.get_rng_state(),
-          'numpy': {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos), 'has_gauss': int(has_gauss), 'gauss': float(gauss)}}
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    return st
-
-def set_rng_state(st:dict):
-    "Restore the states saved by `rng_state`."
-    random.setstate(_as_tuple(st['python']))
-    torch.set_rng_state(st['torch'])
-    n = st['numpy']
-    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-
-def _as_tuple(o): return tuple(_as_tuple(x) for x in o) if isinstance(o, (list, tuple)) else o
-
-def seed_everything(seed:int):
-    "Seed Python, NumPy and torch (CPU and CUDA)."
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-
-# %% ../nbs/06_learner.ipynb #176104e7
-class CheckpointError(RuntimeError): "A checkpoint that cannot be used: unreadable, or from another configuration."
-
-def save_checkpoint(path, state:dict):
-    "Save `state` to `path` atomically."
-    with atomic_path(path) as tmp: torch.save(state, tmp)
-
-def load_checkpoint(path, map_location='cpu') -> dict:
-    "Load a checkpoint saved by `save_checkpoint`, safely (`weights_only=True`), with a clear error if unreadable."
-    path = Path(path)
-    if not path.exists(): raise CheckpointError(f"No checkpoint at {path}: start a new run without --resume, or point --out at the run folder.")
-    try: state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}). "
-                              f"It may be truncated or corrupt: delete it (and resume from 'best.pt' or start afresh).") from None
-    if not isinstance(state, dict) or 'model' not in state or 'step' not in state:
-        raise CheckpointError(f"{path} does not hold a supercm_nb checkpoint (no 'model'/'step' entries).")
-    return state
-
-def check_config(saved:dict, current:dict, ignore=()):
-    "Raise `CheckpointError` listing the fields where `saved` and `current` configs differ."
-    keys = (set(saved) | set(current)) - set(ignore)
-    diff = {k: (saved.get(k), current.get(k)) for k in sorted(keys) if saved.get(k) != current.get(k)}
-    if diff:
-        lines = ', '.join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise CheckpointError(f"The checkpoint belongs to another configuration ({lines}). "
-                              "Resume with the same settings, or start a new run in another --out folder.")
 
 # %% ../nbs/06_learner.ipynb #5c0b6c69
 class TrainCB(Callback):
@@ -165,6 +93,7 @@ class Learner:
         self.opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, steps, schedule))
         self.losses, self.out, self.batch, self.interrupted = {}, None, None, False
+        self.averages = {}              # averaged weights by name ('ema', 'swa'), filled by their callbacks
         self._bad = None
 
 # %% ../nbs/06_learner.ipynb #405d93cd
@@ -186,9 +115,9 @@ def callback(self:Learner, event:str):
 
 # %% ../nbs/06_learner.ipynb #20dead38
 @patch
-def one_step(self:Learner):
-    "Draw a batch, compute the losses, update the parameters."
-    self.batch = next(self.batches)
+def compute_losses(self:Learner, batch=None) -> Tensor:
+    "Forward pass and loss terms of one batch (the next one, or `batch`): fills `out`, `losses` and `loss`; no update."
+    self.batch = next(self.batches) if batch is None else batch
     self.model.train()
     self.callback('before_step')
     with self.autocast():
@@ -196,9 +125,19 @@ def one_step(self:Learner):
         self.losses = {}
         self.method.get_loss(self); self.callback('after_loss')
     self.loss = sum(self.losses.values())
+    return self.loss
+
+@patch
+def apply_update(self:Learner):
+    "Backward pass of `loss` (after the non-finite guard), optimiser and scheduler step."
     self.track_nonfinite()
     self.loss.backward(); self.callback('after_backward')
     self.opt.step(); self.opt.zero_grad(set_to_none=True); self.sched.step()
+
+@patch
+def one_step(self:Learner):
+    "Draw a batch, compute the losses, update the parameters."
+    self.compute_losses(); self.apply_update()
 
 # %% ../nbs/06_learner.ipynb #0f2d1b0b
 @patch
@@ -241,33 +180,37 @@ def fit(self:Learner, steps:int|None=None):
     return self
 
 # %% ../nbs/06_learner.ipynb #6fea168c
-class EMACB(Callback):
-    "Keep an exponential moving average of the model's parameters and buffers in `learn.ema`."
-    order = 10
-    def __init__(self, decay:float=0.99): self.decay = decay
+class AverageCB(Callback):
+    "Averaged weights kept in `learn.averages[self.average]`; a subclass says how to average (`make`) and when (`due`)."
+    order, average = 10, ''
+    def make(self, learn) -> AveragedModel: raise NotImplementedError
+    def due(self, learn) -> bool: return True
     def before_fit(self, learn):
-        if getattr(learn, 'ema', None) is None:
-            learn.ema = AveragedModel(learn.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
-    def after_step(self, learn): learn.ema.update_parameters(learn.model)
-    def state_dict(self, learn): return learn.ema.state_dict()
-    def load_state_dict(self, learn, sd): self.before_fit(learn); learn.ema.load_state_dict(sd)
-
-class SWACB(Callback):
-    "Average the weights uniformly over the last `1-start` of training, every `every` steps, into `learn.swa`."
-    order = 10
-    def __init__(self, start:float=0.75, every:int=10): self.start, self.every = start, every
-    def before_fit(self, learn):
-        if getattr(learn, 'swa', None) is None: learn.swa = AveragedModel(learn.model, use_buffers=True)
+        if self.average not in learn.averages: learn.averages[self.average] = self.make(learn)
     def after_step(self, learn):
-        if learn.step >= self.start * learn.steps and learn.step % self.every == 0: learn.swa.update_parameters(learn.model)
-    def state_dict(self, learn): return learn.swa.state_dict()
-    def load_state_dict(self, learn, sd): self.before_fit(learn); learn.swa.load_state_dict(sd)
+        if self.due(learn): learn.averages[self.average].update_parameters(learn.model)
+    def state_dict(self, learn): return learn.averages[self.average].state_dict()
+    def load_state_dict(self, learn, sd): self.before_fit(learn); learn.averages[self.average].load_state_dict(sd)
+
+class EMACB(AverageCB):
+    "An exponential moving average of the model's parameters and buffers, as `learn.averages['ema']`."
+    average = 'ema'
+    def __init__(self, decay:float=0.99): self.decay = decay
+    def make(self, learn):
+        return AveragedModel(learn.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+
+class SWACB(AverageCB):
+    "A uniform average over the last `1-start` of training, every `every` steps, as `learn.averages['swa']`."
+    average = 'swa'
+    def __init__(self, start:float=0.75, every:int=10): self.start, self.every = start, every
+    def make(self, learn): return AveragedModel(learn.model, use_buffers=True)
+    def due(self, learn): return learn.step >= self.start * learn.steps and learn.step % self.every == 0
 
 # %% ../nbs/06_learner.ipynb #d4f40a03
 @patch
 def state_dict(self:Learner) -> dict:
     "Everything needed to continue this run exactly."
-    model = getattr(self.model, 'module', self.model)
+    model = unwrap(self.model)
     cbs = {cb.name: cb.state_dict(self) for cb in self.cbs if hasattr(cb, 'state_dict')}
     batches = self.batches.state_dict() if hasattr(self.batches, 'state_dict') else None
     return {'model': model.state_dict(), 'opt': self.opt.state_dict(), 'sched': self.sched.state_dict(),
@@ -276,7 +219,7 @@ def state_dict(self:Learner) -> dict:
 @patch
 def load_state_dict(self:Learner, sd:dict):
     "Restore a state saved by `state_dict`."
-    getattr(self.model, 'module', self.model).load_state_dict(sd['model'])
+    unwrap(self.model).load_state_dict(sd['model'])
     self.opt.load_state_dict(sd['opt']); self.sched.load_state_dict(sd['sched'])
     self.step = sd['step']; set_rng_state(sd['rng'])
     if sd.get('batches') is not None: self.batches.load_state_dict(sd['batches'])
@@ -295,11 +238,8 @@ class EvalCB(Callback):
     def before_fit(self, learn):
         if not hasattr(learn, 'history'): learn.history = []
     def models(self, learn):
-        "The weights to evaluate: raw, plus `ema`/`swa` when present."
-        ms = {'raw': getattr(learn.model, 'module', learn.model)}
-        for k in ('ema', 'swa'):
-            if getattr(learn, k, None) is not None and (k != 'swa' or learn.swa.n_averaged > 0): ms[k] = getattr(learn, k).module
-        return ms
+        "The weights to evaluate: raw (unwrapped), plus each average that has averaged at least once."
+        return {'raw': unwrap(learn.model), **{k: a.module for k, a in learn.averages.items() if a.n_averaged > 0}}
     def after_step(self, learn):
         if learn.step % self.every == 0 or learn.step == learn.steps: self.run_eval(learn)
 
@@ -334,6 +274,7 @@ class RunFolderCB(Callback):
     def __init__(self, out, config:dict|None=None, save_checkpoints:bool=True):
         self.out, self.config, self.save = Path(out), config or {}, save_checkpoints
     def state(self, learn): return {**learn.state_dict(), 'config': self.config}
+    def before_fit(self, learn): repair_jsonl(self.out/'metrics.jsonl')   # a crash may have torn the last line
     def after_eval(self, learn):
         append_jsonl(self.out/'metrics.jsonl', learn.last_eval)
         if not self.save: return
@@ -406,29 +347,3 @@ def after_fit(self:ProgressCB, learn):
     rows = [self.row(h) for h in learn.history]
     print(format_table(rows, [c for c in self.cols if c in rows[0]]))
     if self.plot and _has_ipython(): plot_history(learn.history)
-
-# %% ../nbs/06_learner.ipynb #11b0ea7e
-def plot_history(history:list[dict], keys=('val_acc', 'test_acc', 'ema_val_acc', 'swa_val_acc'), ax=None):
-    "Plot accuracy curves (and the training loss) from a list of evaluation records."
-    import matplotlib.pyplot as plt
-    if ax is None: _, axs = plt.subplots(1, 2, figsize=(8, 2.6), dpi=72)
-    else: axs = ax
-    xs = [h['step'] for h in history]
-    for k in keys:
-        pts = [(x, h[k]) for x, h in zip(xs, history) if k in h]
-        if pts: axs[0].plot(*zip(*pts), label=k)
-    axs[0].set_xlabel('step'); axs[0].set_ylabel('accuracy'); axs[0].legend(fontsize=7)
-    for k in sorted({k for h in history for k in h if k.startswith('train_')}): axs[1].plot(xs, [h.get(k, float('nan')) for h in history], label=k)
-    axs[1].set_xlabel('step'); axs[1].set_ylabel('training loss terms'); axs[1].legend(fontsize=7)
-    plt.tight_layout()
-    return axs
-
-def read_metrics(run) -> list[dict]:
-    "The evaluation records of a run folder (`metrics.jsonl`)."
-    p = Path(run)/'metrics.jsonl'
-    if not p.exists(): raise FileNotFoundError(f"No metrics.jsonl in {run}: is it a run folder written by supercm_train?")
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()]
-
-def plot_run(run, **kw):
-    "Plot the curves of the run folder `run`."
-    return plot_history(read_metrics(run), **kw)

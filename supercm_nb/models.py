@@ -22,6 +22,10 @@ class ModelOut:
     gamma: Tensor             # (n,K) soft assignments softmax(logits / T)
     recon: Tensor|None = None # (n,d) the CM reconstruction γμ
     def __repr__(self): return f"ModelOut(features {tuple(self.features.shape)}, logits {tuple(self.logits.shape)})"
+    def __len__(self): return len(self.logits)
+    def __getitem__(self, rows):
+        "The same outputs for some rows (a slice or an index)."
+        return ModelOut(*(None if t is None else t[rows] for t in (self.features, self.logits, self.gamma, self.recon)))
 
 class SSLNet(nn.Module):
     "A backbone (images → features) followed by the clustering head (features → logits, γ, γμ)."

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .learner import (Learner, EvalCB, EMACB, SWACB, RunFolderCB, ProgressCB, Callback, CheckpointError,
-                                load_checkpoint, check_config, write_json, seed_everything, NonFiniteLossError)
+from .runfiles import CheckpointError, load_checkpoint, save_checkpoint, check_config, write_json, seed_everything
+from .learner import Learner, EvalCB, EMACB, SWACB, RunFolderCB, ProgressCB, Callback, NonFiniteLossError
 from .methods import make_method, parse_method, METHODS, CM_TERMS, head_of, LOSS_NORMS, VAT_ROWS, VAT_KL, PL_FORMS
 from .data import (load_dataset, make_split, SSLSplit, SSLBatches, eval_set, default_val_size, DATASETS,
                              AugmentConfig, Normalizer, fit_zca)
@@ -23,8 +23,8 @@ from .cm_loss import cm_loss
 __all__ = ['RESUMABLE_CHANGES', 'CHOICES', 'CIFAR10_LABELS', 'CIFAR10_METHODS', 'RECIPES', 'RECIPE_NOTES', 'CPU_CIFAR10',
            'CPU_CIFAR10_METHODS', 'CPU_CIFAR10_LABELS', 'FLAG_GROUPS', 'TrainConfig', 'validate_config', 'make_config',
            'pick_device', 'make_centroids', 'Evaluator', 'ShardedBatches', 'dist_info', 'Built', 'build', 'config_dict',
-           'load_or_make_split', 'RunResult', 'summarize', 'run', 'arg_parser', 'default_recipe', 'resolve_config',
-           'show_config', 'cli_run', 'main']
+           'load_or_make_split', 'RunResult', 'summarize', 'run', 'input_spec', 'labels_value', 'arg_parser',
+           'default_recipe', 'resolve_config', 'show_config', 'cli_run', 'main']
 
 # %% ../nbs/08_train.ipynb #9a33e4d3
 @dataclass
@@ -32,7 +32,7 @@ class TrainConfig:
     "Everything that defines a training run."
     dataset: str = 'digits'           # a name from `data.DATASETS`
     data_root: str|None = None        # where the data lives (torchvision layout, an image folder, or an .npz file)
-    labels: int = 50                  # number of labelled training examples (balanced over classes)
+    labels: int|str = 50              # labelled training examples (balanced over classes), or 'all': every label given
     val: int|None = None              # validation examples held out of train (None: the dataset's default)
     method: str = 'supercm'           # a name from `methods.METHODS`
     arch: str|None = None             # a name from `models.ARCHS` (None: chosen by image size)
@@ -40,16 +40,16 @@ class TrainConfig:
     seed: int = 0                     # seeds the split, the batches, the initialisation
     lr: float = 3e-4                  # Adam learning rate
     schedule: str = 'step'            # 'step' (×0.2 at 80%), 'cosine', 'constant'
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0         # Adam weight decay
     beta: float = 0.186               # weight of the CM loss
     delta: float = 1.0                # weight of the SSL term
     rampup: float = 0.4               # SSL ramp-up length as a fraction of the steps
-    batch_labeled: int = 50
-    batch_unlabeled: int = 50
-    eval_every: int = 250
+    batch_labeled: int = 50           # labelled images per step
+    batch_unlabeled: int = 50         # unlabelled images per step
+    eval_every: int = 250             # evaluate (and checkpoint) every this many steps
     ema: float|None = None            # decay of the parameter EMA (e.g. 0.99); None: off
     swa: float|None = None            # start SWA at this fraction of the steps (e.g. 0.75); None: off
-    swa_every: int = 10
+    swa_every: int = 10               # SWA averages every this many steps
     centroids: str = 'label_mean'     # 'label_mean' (SuperCM) or 'grad' (centroids trained by gradient)
     centroid_mode: str = 'count'      # 'count', 'cumulative' (authors), 'ema'
     centroid_momentum: float = 0.99   # for centroid_mode='ema'
@@ -59,7 +59,7 @@ class TrainConfig:
     cm_on: str = 'all'                # 'all' rows or 'labeled' only
     cm_detach: bool = False           # CM gradient only into the encoder
     loss_norm: str = 'labeled'        # 'labeled': CE over labelled rows, SSL over unlabelled; 'batch': both over the whole batch (authors)
-    vat_eps: float = 6.0
+    vat_eps: float = 6.0              # VAT's perturbation radius ε
     vat_xi: float = 1e-3              # 1e-3: the real adversarial direction in float32; 1e-6: the authors' setting
     vat_rows: str = 'unlabeled'       # 'unlabeled' (passes and cost), 'masked' (authors: passes on all, cost on unlabelled), 'all'
     vat_kl: str = 'forward'           # 'forward' KL(p(x) ‖ p(x+r)) (Miyato), 'reverse' (perrying's port)
@@ -72,7 +72,7 @@ class TrainConfig:
     zca: bool = False                 # GCN + ZCA whitening (CIFAR protocol)
     amp: bool = False                 # bf16 autocast (CUDA or CPU); CM loss, centroids and VAT's power iteration stay float32
     compile: bool = False             # torch.compile the model
-    channels_last: bool = False
+    channels_last: bool = False       # channels-last memory layout (faster convolutions on GPU)
     device: str = 'auto'              # 'auto', 'cpu', 'cuda', 'cuda:1', ...
 
 # %% ../nbs/08_train.ipynb #e427c7a7
@@ -92,7 +92,9 @@ def validate_config(cfg:TrainConfig) -> TrainConfig:
         if v is not None and v not in ok: raise ValueError(f"Unknown {k} {v!r}. Valid values: {', '.join(map(str, ok))}.")
     bad = set(cfg.cm_terms) - set(CM_TERMS)
     if bad: raise ValueError(f"Unknown cm_terms {sorted(bad)}. Valid values: {', '.join(CM_TERMS)}.")
-    for k in ('steps', 'labels', 'batch_labeled', 'batch_unlabeled', 'eval_every', 'lr', 'vat_xi'):
+    if not (cfg.labels == 'all' or isinstance(cfg.labels, int) and cfg.labels > 0):
+        raise ValueError(f"labels must be a positive number or 'all', got {cfg.labels!r}.")
+    for k in ('steps', 'batch_labeled', 'batch_unlabeled', 'eval_every', 'lr', 'vat_xi'):
         if getattr(cfg, k) <= 0: raise ValueError(f"{k} must be positive, got {getattr(cfg, k)}.")
     for k in ('beta', 'delta', 'vat_eps', 'weight_decay'):
         if getattr(cfg, k) < 0: raise ValueError(f"{k} must be zero or positive, got {getattr(cfg, k)}.")
@@ -249,7 +251,7 @@ def build(cfg:TrainConfig, out:str|Path|None=None, progress:bool=True, extra_cbs
     dev = pick_device(cfg.device)
     if world > 1 and dev.type == 'cuda': dev = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
     data = load_dataset(cfg.dataset, root=cfg.data_root)
-    split = load_or_make_split(cfg, data, out)
+    split = load_or_make_split(cfg, data, out, rank)
     seed_everything(cfg.seed)
     arch = cfg.arch or default_arch(data.x_train.shape[-1])
     n_cls, c_in = len(data.classes), data.x_train.shape[1]
@@ -295,18 +297,19 @@ def config_dict(cfg:TrainConfig) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
 
 # %% ../nbs/08_train.ipynb #b9fd0de5
-def load_or_make_split(cfg:TrainConfig, data, out) -> SSLSplit:
-    "The run's split: reloaded from `out/split.json` if present (and checked), else made and saved."
-    n_val = cfg.val if cfg.val is not None else default_val_size(cfg.dataset)
+def load_or_make_split(cfg:TrainConfig, data, out, rank:int=0) -> SSLSplit:
+    "The run's split: reloaded from `out/split.json` if present (and checked), else made (and saved by rank 0)."
+    n_val = cfg.val if cfg.val is not None else default_val_size(cfg.dataset, int((data.y_train >= 0).sum()))
+    n_labels = None if cfg.labels == 'all' else cfg.labels
     p = Path(out)/'split.json' if out is not None else None
     if p is not None and p.exists():
         s = SSLSplit.load(p)
-        if (s.dataset, s.n_labels, s.n_val, s.seed) != (cfg.dataset, cfg.labels, n_val, cfg.seed):
+        if (s.dataset, s.n_labels, s.n_val, s.seed) != (cfg.dataset, n_labels, n_val, cfg.seed):
             raise CheckpointError(f"{p} was made for (dataset, labels, val, seed) = {(s.dataset, s.n_labels, s.n_val, s.seed)}, "
                                   f"not {(cfg.dataset, cfg.labels, n_val, cfg.seed)}: use another --out folder.")
         return s
-    s = make_split(data.y_train, cfg.labels, n_val, cfg.seed, dataset=cfg.dataset)
-    if p is not None and int(os.environ.get('RANK', '0')) == 0: s.save(p)
+    s = make_split(data.y_train, n_labels, n_val, cfg.seed, dataset=cfg.dataset)
+    if p is not None and rank == 0: s.save(p)
     return s
 
 # %% ../nbs/08_train.ipynb #633650a7
@@ -343,11 +346,18 @@ def run(cfg:TrainConfig, out:str|Path|None=None, resume:bool=False, progress:boo
         sd = load_checkpoint(Path(out)/'last.pt', map_location=b.learn.device)
         check_config(sd.get('config', {}), config_dict(cfg), ignore=RESUMABLE_CHANGES)
         b.learn.load_state_dict(sd)
-    if out is not None and b.rank == 0: write_json(Path(out)/'config.json', config_dict(cfg))
+    if out is not None and b.rank == 0:
+        write_json(Path(out)/'config.json', config_dict(cfg)); save_checkpoint(Path(out)/'inputs.pt', input_spec(b))
     t0 = time.time(); b.learn.fit()
     s = summarize(b, time.time() - t0)
     if out is not None and b.rank == 0 and not b.learn.interrupted: write_json(Path(out)/'summary.json', s)
     return RunResult(s, b.learn.history, b.learn)
+
+def input_spec(b:Built) -> dict:
+    "What the trained model expects of an image: class names, shape and normalisation (inputs.pt, for `predict`)."
+    n = b.learn.batches.norm if b.world == 1 else b.learn.batches.batches.norm
+    return {'classes': list(b.data.classes), 'shape': list(b.data.shape), 'mean': n.mean, 'std': n.std,
+            'zca': n.zca, 'zca_mean': n.zca_mean, 'gcn_scale': n.gcn_scale}
 
 def _check_out(out:Path, resume:bool):
     "Refuse to start a fresh run over a run folder that has a checkpoint, and to resume one that has none."
@@ -357,9 +367,16 @@ def _check_out(out:Path, resume:bool):
         raise CheckpointError(f"{out} already holds a run (last.pt). Continue it with --resume, or choose another --out.")
 
 # %% ../nbs/08_train.ipynb #f2b67c9a
+def labels_value(s:str) -> int|str:
+    "A `--labels` value: a number of labelled images, or 'all'."
+    if s == 'all': return s
+    try: return int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"{s!r} is not a number of labels or 'all'") from None
+
 def _flag_type(f):
     "argparse type for a TrainConfig field."
     t = str(f.type)
+    if f.name == 'labels': return labels_value
     if 'int' in t and 'float' not in t: return int
     if 'float' in t: return float
     return str

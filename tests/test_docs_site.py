@@ -2,12 +2,14 @@
 
 Every page: loads with no console error and no request leaving localhost, no broken image, no broken
 internal link or anchor, math rendered by MathJax (no raw `$$`, `\\(` or `\\[` left in the text, no
-MathJax error), no hidden cell or `#|` directive shown; a screenshot of each page goes to
-test-artifacts/screenshots/. Also: one page per notebook with its Colab badge, the sidebar in reading
-order, search finding a page, and a Sphinx build without warnings.
+MathJax error), no hidden cell or `#|` directive shown, no code block or display equation cut off (its
+content fits its box, or the box scrolls); screenshots of each page's full height go to
+test-artifacts/screenshots/ (JPEG, in parts of at most 8000 px). Also: one page per notebook with its Colab
+badge, the sidebar in reading order, search finding a page, `TrainConfig` on the API page as a class
+with its fields described, and a Sphinx build without warnings.
 Needs Debian's `chromium` and `chromium-driver` (skips without them); builds the site if it is missing.
 """
-import functools, html.parser, json, re, shutil, subprocess, sys, threading, urllib.error, urllib.request
+import base64, functools, html.parser, json, re, shutil, subprocess, sys, threading, urllib.error, urllib.request
 from configparser import ConfigParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -149,14 +151,54 @@ return {n_math: maths.length,
         text: parts.join(' ')};"""
 
 
-def _screenshot(driver, path, max_h=8000):
-    "A PNG of the whole page (at most `max_h` px tall): the window made as tall as the page, then put back."
-    w, h = driver.get_window_size()['width'], driver.get_window_size()['height']
-    full = min(max_h, driver.execute_script('return document.documentElement.scrollHeight'))
-    try:
-        driver.set_window_size(w, max(h, full))
-        driver.save_screenshot(str(path))
-    finally: driver.set_window_size(w, h)
+# every code block and display equation whose content is cut off: wider (or taller) than its box, which does not
+# scroll, or sticking out of an ancestor that clips without scrolling; named by the nearest heading and its text
+JS_CLIPPED = """const scrolls = v => v === 'auto' || v === 'scroll';
+const heading = e => { for (let n = e; n; n = n.previousElementSibling || n.parentElement) {
+    const h = n.matches && n.matches('h1, h2, h3, h4, .rubric') ? n : null; if (h) return h.textContent.trim().replace(/[#¶]$/, '').slice(0, 60); }
+  return ''; };
+const what = e => { let t = e.textContent;
+  try { const m = MathJax.startup.document.getMathItemsWithin(e); if (m.length) t = m[0].math; } catch (err) {}
+  return `<${e.tagName.toLowerCase()}> under "${heading(e)}": ${t.trim().replace(/\\s+/g, ' ').slice(0, 80)}`; };
+const out = [];
+for (const e of document.querySelectorAll('article pre, article mjx-container[display="true"]')) {
+  const r = e.getBoundingClientRect();
+  if (!e.getClientRects().length || r.width === 0) continue;
+  const cs = getComputedStyle(e), why = [];
+  if (e.scrollWidth > e.clientWidth + 1 && !scrolls(cs.overflowX))
+    why.push(`content ${e.scrollWidth}px wide in a ${e.clientWidth}px box that does not scroll (overflow-x ${cs.overflowX})`);
+  if (e.scrollHeight > e.clientHeight + 1 && !scrolls(cs.overflowY))
+    why.push(`content ${e.scrollHeight}px tall in a ${e.clientHeight}px box that does not scroll (overflow-y ${cs.overflowY})`);
+  for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+    const ac = getComputedStyle(a);
+    if (ac.overflowX === 'visible') continue;
+    const ar = a.getBoundingClientRect();
+    if (!scrolls(ac.overflowX) && (r.right > ar.right + 1 || r.left < ar.left - 1))
+      why.push(`sticks out of <${a.tagName.toLowerCase()} class="${a.className}">, which clips it (overflow-x ${ac.overflowX})`);
+    break;
+  }
+  if (why.length) out.push(what(e) + ' -- ' + why.join('; '));
+}
+return out;"""
+
+SHOT_PART = 8000   # px of page height per screenshot file (JPEG allows at most 65,500 px; 8000 px stays easy to view)
+
+
+def _screenshot(driver, stem:str)->list:
+    "JPEGs of the page's full height, top to bottom, in parts of at most SHOT_PART px (CDP capture beyond the viewport)."
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in [*SHOTS.glob(f'{stem}.jpg'), *SHOTS.glob(f'{stem}.png'), *SHOTS.glob(f'{stem}-part*.jpg')]: old.unlink()
+    height = lambda: driver.execute_script('return document.documentElement.scrollHeight')
+    width = driver.execute_script('return document.documentElement.clientWidth')
+    shots, y = [], 0
+    while y < height():
+        h = min(SHOT_PART, height() - y)
+        r = driver.execute_cdp_cmd('Page.captureScreenshot', {'format': 'jpeg', 'quality': 70, 'captureBeyondViewport': True,
+                                                              'clip': {'x': 0, 'y': y, 'width': width, 'height': h, 'scale': 1}})
+        shots.append(base64.b64decode(r['data'])); y += h
+    paths = [SHOTS/f'{stem}.jpg'] if len(shots) == 1 else [SHOTS/f'{stem}-part{i + 1:02d}.jpg' for i in range(len(shots))]
+    for path, data in zip(paths, shots): path.write_bytes(data)
+    return paths
 
 
 def _pages(site):
@@ -202,9 +244,10 @@ def check_page(driver, base, page):
     if m['n_math'] and m['n_typeset'] < m['n_math']:
         problems.append(f"math not rendered: {m['n_math'] - m['n_typeset']} of {m['n_math']} formulas have no MathJax output")
     if m['errors']: problems.append(f"MathJax errors: {m['errors'][:5]}")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    _screenshot(driver, SHOTS/(page.replace('/', '__').removesuffix('.html') + '.png'))
-    return problems, {**info, 'n_math': m['n_math']}
+    problems += [f'cut off: {c}' for c in driver.execute_script(JS_CLIPPED)]
+    shots = _screenshot(driver, page.replace('/', '__').removesuffix('.html'))
+    height = driver.execute_script('return document.documentElement.scrollHeight')
+    return problems, {**info, 'n_math': m['n_math'], 'shots': shots, 'height': height}
 
 
 # ---------------------------------------------------------------- tests
@@ -259,8 +302,47 @@ def test_search_finds_a_page(driver, site, server):
         "const r = [...document.querySelectorAll('#search-results ul.search li a')].map(a => a.getAttribute('href'));"
         "return r.length ? r : null;"))
     assert any(r.split('#')[0].split('?')[0] == page for r in results), f'search for {word!r} gave {results}, not {page}'
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    _screenshot(driver, SHOTS/f'search-{word}.png')
+    _screenshot(driver, f'search-{word}')
+
+
+JS_ENTRY = """const anchor = document.getElementById(arguments[0]);
+if (!anchor) return null;
+const parts = [];    // the elements of the entry: from its anchor to the next entry's rule
+for (let n = anchor.closest('p') || anchor; (n = n.nextElementSibling) && !n.matches('hr.nbdev-sep');) parts.push(n);
+const table = parts.map(n => n.querySelector('table')).find(t => t);
+const rows = table ? [...table.querySelectorAll('tbody tr')].map(tr => [...tr.cells].map(c => c.innerText.trim())) : [];
+const pre = parts.map(n => n.querySelector('pre')).find(p => p);
+return {code: pre ? pre.innerText : '', rows: rows,
+        head: table ? [...table.querySelectorAll('thead th')].map(c => c.innerText.trim()) : []};"""
+
+
+def test_api_page_shows_trainconfig_as_a_class_with_field_docs(driver, site, server):
+    "The API page renders the dataclass `TrainConfig` as a class, its fields in a table with each field's `# comment` beside it."
+    from fastcore.docments import docments
+    from supercm_nb.train import TrainConfig
+    driver.get(server + 'api.html')
+    entry = driver.execute_script(JS_ENTRY, 'train.TrainConfig')
+    assert entry, 'api.html has no entry `train.TrainConfig` (docs/build.py writes one per exported name)'
+    assert re.search(r'^class TrainConfig\b', entry['code'], re.MULTILINE) and 'def TrainConfig' not in entry['code'], \
+        f"TrainConfig's signature is not a class: {entry['code']!r}"
+    assert entry['head'][:1] == ['Field'] and 'Description' in entry['head'], f"no field table: {entry['head']}"
+    fields = {r[0]: r[entry['head'].index('Description')] for r in entry['rows'] if len(r) == len(entry['head'])}
+    # the comment is markdown: compare its text (links and code marks gone) with the text the page shows
+    norm = lambda t: ' '.join(re.sub(r'\[([^\]]*)\]\([^)]*\)', r'\1', t or '').replace('`', '').split())
+    for name, doc in docments(TrainConfig).items():
+        if name == 'return' or not doc: continue
+        assert name in fields, f'TrainConfig field {name} missing from the API table: {sorted(fields)}'
+        assert norm(doc) == norm(fields[name]), f'field {name}: description {fields[name]!r}, its comment says {doc!r}'
+    assert norm(fields.get('labels')), "the `labels` field has no description"
+
+
+def test_screenshots_cover_every_page(checked):
+    "Each page's screenshots, stacked, are as tall as the page (so the lower half of a long page is seen too)."
+    from PIL import Image
+    for page, (_, info) in checked.items():
+        assert info['shots'], f'{page}: no screenshot'
+        tall = sum(Image.open(p).height for p in info['shots'])
+        assert tall >= info['height'], f'{page}: screenshots cover {tall} of {info["height"]} px'
 
 
 def test_build_had_no_warnings(site):

@@ -2,7 +2,8 @@
 import json, math, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-from supercm_nb.learner import Callback, CheckpointError, NonFiniteLossError, load_checkpoint
+from supercm_nb.learner import Callback, NonFiniteLossError
+from supercm_nb.runfiles import CheckpointError, load_checkpoint
 from supercm_nb.methods import METHODS
 from supercm_nb.train import make_config, run, main
 
@@ -204,3 +205,59 @@ def test_cli_runs_the_demo_experiment(method):
         a = arg_parser().parse_args(['--dataset', 'digits', '--labels', '50', '--method', method, '--seed', str(seed)])
         demo = grid('digits', dataset='digits', labels=50, method=[method], seed=[seed])[0]
         assert config_dict(resolve_config(a)) == config_dict(demo)
+
+
+def _own_image_folder(root, n_lab=6, n_unl=40, n_test=4):
+    "A tiny image folder of 8×8 greyscale digits: train/<class>/ (labelled), unlabeled/ (no class) and test/<class>/."
+    import numpy as np
+    from PIL import Image
+    from supercm_nb.data import load_dataset
+    d = load_dataset('digits')
+    for k in (0, 1):
+        xk = d.x_train[d.y_train == k]
+        for part, imgs in (('train', xk[:n_lab]), ('test', d.x_test[d.y_test == k][:n_test])):
+            (root/part/str(k)).mkdir(parents=True, exist_ok=True)
+            for i, im in enumerate(imgs): Image.fromarray(im[0].numpy()).save(root/part/str(k)/f'{i}.png')
+        (root/'unlabeled'/'batch1').mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(xk[n_lab:n_lab + n_unl // 2]): Image.fromarray(im[0].numpy()).save(root/'unlabeled'/'batch1'/f'{k}_{i}.png')
+    return root
+
+
+def test_own_images_with_unlabelled_folder_train_and_predict(tmp_path):
+    "An image folder with an unlabeled/ part trains with --labels all (no label hidden), and supercm_predict classifies."
+    root = _own_image_folder(tmp_path/'imgs')
+    from supercm_nb.data import load_dataset
+    data = load_dataset('imagefolder', root)
+    assert (len(data.y_train), data.n_unlabeled_given) == (52, 40), data
+    r = cli('--dataset', 'imagefolder', '--data-root', str(root), '--labels', '5', '--steps', '2', '--out', str(tmp_path/'bad'))
+    assert r.returncode != 0 and '--labels all' in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    run = tmp_path/'run'
+    r = cli('--dataset', 'imagefolder', '--data-root', str(root), '--labels', 'all', '--val', '2', '--method', 'supercm',
+            '--arch', 'cnn8', '--steps', '20', '--eval-every', '10', '--batch-labeled', '4', '--batch-unlabeled', '8',
+            '--out', str(run))
+    assert r.returncode == 0, r.stderr[-2000:]
+    split = json.loads((run/'split.json').read_text())
+    assert (len(split['labeled']), len(split['val'])) == (10, 2) and split['n_labels'] is None
+    imgs = sorted((root/'test').rglob('*.png'))
+    r = cli('--run', str(run), *map(str, imgs), prog='supercm_predict')
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == len(imgs) == 8
+    for line, f in zip(lines, imgs):
+        name, cls, prob = line.split('\t')
+        assert name == str(f) and cls in ('0', '1') and 0 < float(prob) <= 1, line
+    r = cli('--run', str(tmp_path/'nowhere'), str(imgs[0]), prog='supercm_predict')
+    assert r.returncode != 0 and 'has no config.json' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+
+def test_npz_with_unlabelled_images(tmp_path):
+    "An .npz may carry x_unlabeled: they join train with label -1 and only the given labels are used."
+    import numpy as np
+    from supercm_nb.data import load_dataset, make_split
+    x = np.random.default_rng(0).integers(0, 256, (70, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path/'own.npz', x_train=x[:20], y_train=np.arange(20) % 2, x_test=x[20:30], y_test=np.arange(10) % 2,
+             x_unlabeled=x[30:])
+    d = load_dataset('npz', tmp_path/'own.npz')
+    assert d.n_unlabeled_given == 40 and d.y_train[20:].eq(-1).all() and len(d.x_train) == 60
+    s = make_split(d.y_train, None, 4, seed=0)
+    assert len(s.labeled) == 16 and len(s.unlabeled) == 56 and bool((d.y_train[s.val] >= 0).all())
