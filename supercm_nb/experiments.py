@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .runfiles import write_json, atomic_path
-from .train import TrainConfig, make_config, run, build, config_dict, RECIPES, CPU_CIFAR10_METHODS
+from .train import TrainConfig, make_config, labels_value, run, build, config_dict, RECIPES, CPU_CIFAR10_METHODS
 from .methods import head_of, CM_TERMS
 
 # %% auto #0
