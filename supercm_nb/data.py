@@ -16,10 +16,10 @@ from .runfiles import atomic_path
 
 
 # %% auto #0
-__all__ = ['DATASETS', 'EVAL_PARTS', 'ImageData', 'channel_stats', 'default_root', 'atomic_write', 'load_dataset', 'show_images',
-           'default_val_size', 'SSLSplit', 'make_split', 'check_split', 'Normalizer', 'gcn', 'fit_zca', 'shift_flip',
-           'AugmentConfig', 'weak_augment', 'color_augment', 'cutout', 'strong_augment', 'InfiniteSampler', 'Batch',
-           'SSLBatches', 'EvalSet', 'eval_set']
+__all__ = ['DATASETS', 'EVAL_PARTS', 'ImageData', 'channel_stats', 'default_root', 'decode_images', 'atomic_write',
+           'load_dataset', 'show_images', 'default_val_size', 'SSLSplit', 'make_split', 'check_split', 'Normalizer',
+           'gcn', 'fit_zca', 'shift_flip', 'AugmentConfig', 'weak_augment', 'color_augment', 'cutout', 'strong_augment',
+           'InfiniteSampler', 'Batch', 'SSLBatches', 'EvalSet', 'eval_set']
 
 # %% ../nbs/04_data.ipynb #4215ce43
 @dataclass(repr=False)
@@ -195,23 +195,27 @@ def _folder_files(root:Path):
     files['unlabeled'] = [(f, -1) for f in sorted(unl.rglob('*')) if f.suffix.lower() in _IMG_EXT] if unl.is_dir() else []
     return files, classes
 
-def _decode(files, what):
-    "Decode image files to uint8 (N,C,H,W) with PIL (RGB, or L when the first image is greyscale)."
+def decode_images(paths,              # image files
+                  mode:str|None=None, # 'L' or 'RGB'; None: greyscale if the first image is, else RGB
+                  what:str='images',  # what the files are, for the errors
+                 ) -> Tensor:
+    "Image files as uint8 (N,C,H,W), decoded with PIL; a missing or unreadable file, or mixed sizes, are refused by name."
     from PIL import Image
-    if not files: raise FileNotFoundError(f"dataset 'imagefolder': no image files in {what}")
-    arrs, mode = [], None
-    for f, _ in files:
+    arrs = []
+    for f in map(Path, paths):
+        if not f.is_file(): raise FileNotFoundError(f"no image file {f}")
         try:
             with Image.open(f) as im:
                 mode = mode or ('L' if im.mode in ('L', '1', 'I;16') else 'RGB')   # the first image decides
                 arrs.append(np.asarray(im.convert(mode)))
         except OSError as e:   # PIL.UnidentifiedImageError is an OSError
-            raise ValueError(f"dataset 'imagefolder': {f} is not a readable image ({type(e).__name__}); "
-                             "remove or replace it") from None
+            raise ValueError(f"{what}: {f} is not a readable image ({type(e).__name__}); remove or replace it") from None
+    if not arrs: raise FileNotFoundError(f"{what}: no image files")
     shapes = {a.shape for a in arrs}
-    if len(shapes) > 1: raise ValueError(f"dataset 'imagefolder': images in {what} differ in size: {sorted(shapes)[:4]}; resize them first")
+    if len(shapes) > 1: raise ValueError(f"{what}: the images differ in size: {sorted(shapes)[:4]}; resize them first")
     x = np.stack(arrs)
     return torch.from_numpy(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2).copy())
+
 
 # %% ../nbs/04_data.ipynb #74181a0c
 def atomic_write(path, write_fn):
@@ -240,9 +244,11 @@ def _load_folder(root=None, download=False, flip=True) -> ImageData:
             if str(z['key']) == key:
                 return _image_data('imagefolder', z['x_train'], z['y_train'], z['x_test'], z['y_test'],
                                    [str(c) for c in z['classes']], flip, root, z['x_unlabeled'] if 'x_unlabeled' in z.files else None)
-    xtr, xte = _decode(files['train'], root / 'train'), _decode(files['test'], root / 'test')
+    part = lambda s, mode=None: decode_images([f for f, _ in files[s]], mode, f"dataset 'imagefolder': {root / s}")
+    xtr = part('train'); mode = 'L' if xtr.shape[1] == 1 else 'RGB'   # test and unlabelled images as train's channels
+    xte = part('test', mode)
     if xtr.shape[1:] != xte.shape[1:]: raise ValueError(f"dataset 'imagefolder': train images are {tuple(xtr.shape[1:])} but test images {tuple(xte.shape[1:])}")
-    xun = _decode(files['unlabeled'], root/'unlabeled') if files['unlabeled'] else xtr[:0]
+    xun = part('unlabeled', mode) if files['unlabeled'] else xtr[:0]
     ytr, yte = (torch.tensor([k for _, k in files[s]]) for s in ('train', 'test'))
     arrays = dict(x_train=xtr.numpy(), y_train=ytr.numpy(), x_test=xte.numpy(), y_test=yte.numpy(),
                   x_unlabeled=xun.numpy(), classes=np.array(classes), key=np.array(key))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .runfiles import write_json, atomic_path
+from .learner import unwrap
 from .train import TrainConfig, make_config, labels_value, run, build, config_dict, RECIPES, CPU_CIFAR10_METHODS
 from .methods import head_of, CM_TERMS
 
@@ -50,9 +51,12 @@ def run_one(cfg:TrainConfig, root:str|Path, threads:int|None=None) -> dict:
 
 def run_line(cfg:TrainConfig, summary:dict, k:int, n:int, seconds:float) -> str:
     "One line for the k-th of n finished runs: what ran, its accuracies, and the time left at the mean pace so far."
-    left = seconds / k * (n - k)
     return (f"[{k}/{n}] {cfg.dataset} {cfg.labels} labels {cfg.method} seed {cfg.seed}: val {100 * summary['val_acc']:.1f} %, "
-            f"test {100 * summary['test_acc']:.1f} % ({summary['seconds']:.0f} s); about {left / 60:.1f} min left")
+            f"test {100 * summary['test_acc']:.1f} % ({summary['seconds']:.0f} s); {_time_left(k, n, seconds)}")
+
+def _time_left(k:int, n:int, seconds:float) -> str:
+    "The time the remaining n − k runs take at the mean pace of the first k."
+    return f"about {seconds / k * (n - k) / 60:.1f} min left" if k else 'first run under way'
 
 def _finished(cfgs, root, workers):
     "Yield (cfg, summary) for each run of `cfgs` as it finishes, in parallel single-threaded processes if `workers` > 1."
@@ -66,8 +70,7 @@ def _finished(cfgs, root, workers):
 
 def runs_bar(k:int, n:int, seconds:float, width:int=30) -> str:
     "A one-line bar over runs: k of n done, and the time left at the mean pace so far."
-    left = f"about {seconds / k * (n - k) / 60:.1f} min left" if k else 'first run under way'
-    return f"[{'#' * (width * k // max(n, 1)):<{width}}] {k}/{n} runs, {left}"
+    return f"[{'#' * (width * k // max(n, 1)):<{width}}] {k}/{n} runs, {_time_left(k, n, seconds)}"
 
 def run_grid(cfgs:list[TrainConfig], root:str|Path, workers:int=1, verbose:bool=True) -> list[dict]:
     "Run every config (finished ones are skipped), printing a line per finished run (and a bar in a terminal)."
@@ -219,7 +222,7 @@ class Features:
 @torch.no_grad()
 def features(learn, evaluator, part:str='test', max_n:int=2000) -> Features:
     "Backbone features of `part` (at most `max_n`), labels and centroids."
-    m = getattr(learn.model, 'module', learn.model); m.eval()
+    m = unwrap(learn.model); m.eval()
     s = evaluator.sets[part]
     z = torch.cat([m(b.x).features.float() for b in s.batches(1000)])[:max_n]
     return Features(z.cpu().numpy(), s.y[:max_n].cpu().numpy(), head_of(m).centroids.mu.float().cpu().numpy())
@@ -285,7 +288,7 @@ def run_features(cfg:TrainConfig, folder:Path, which:str='best.pt') -> Features:
     from supercm_nb.runfiles import load_checkpoint
     b = build(cfg, None, progress=False)
     sd = load_checkpoint(Path(folder)/which)
-    getattr(b.learn.model, 'module', b.learn.model).load_state_dict(sd['model'])
+    unwrap(b.learn.model).load_state_dict(sd['model'])
     return features(b.learn, b.evaluator)
 
 # %% ../nbs/09_experiments.ipynb #4f3f8bcf

@@ -7,12 +7,11 @@ from __future__ import annotations
 import argparse, json, sys
 from dataclasses import dataclass
 from pathlib import Path
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .runfiles import load_checkpoint, CheckpointError
-from .data import Normalizer
+from .data import Normalizer, decode_images
 from .models import make_model, default_arch
 from .train import make_config, make_centroids, TrainConfig
 
@@ -31,14 +30,6 @@ class Trained:
 
 RUN_FILES = ('config.json', 'inputs.pt')
 
-def _load_inputs(path:Path) -> dict:
-    "inputs.pt, loaded weights_only, with a clear error if unreadable."
-    try: spec = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise CheckpointError(f"{path} is unreadable ({type(e).__name__}): retrain the run") from None
-    if not isinstance(spec, dict) or not {'classes', 'shape', 'mean', 'std'} <= set(spec):
-        raise CheckpointError(f"{path} does not describe a run's inputs (classes, shape, normalisation)")
-    return spec
-
 def load_trained(run_dir:str|Path,      # a run folder written by `supercm_train --out` or `run(cfg, out=...)`
                  which:str='best.pt',   # the checkpoint: 'best.pt' (best validation step) or 'last.pt'
                  device:str='cpu',
@@ -50,7 +41,8 @@ def load_trained(run_dir:str|Path,      # a run folder written by `supercm_train
             raise FileNotFoundError(f"{run_dir} has no {f}: pass the --out folder of a run that has finished at least one "
                                     "evaluation (runs from before inputs.pt existed need retraining)")
     cfg = make_config(None, **json.loads((run_dir/'config.json').read_text()))
-    spec, sd = _load_inputs(run_dir/'inputs.pt'), load_checkpoint(run_dir/which)['model']
+    spec = load_checkpoint(run_dir/'inputs.pt', keys=('classes', 'shape', 'mean', 'std'))
+    sd = load_checkpoint(run_dir/which)['model']
     c, n_cls, n_feat = spec['shape'][0], len(spec['classes']), sd['head.encoder.weight'].shape[1]
     model = make_model(cfg.arch or default_arch(spec['shape'][-1]), c, n_cls, centroids=make_centroids(cfg, n_cls, n_feat))
     model.load_state_dict(sd)
@@ -70,19 +62,11 @@ def read_images(paths,          # image files
                 shape:tuple,    # (C, H, W) the model expects
                ) -> Tensor:
     "Image files as uint8 (n,C,H,W) in the model's channels (grey or RGB); a size other than the model's is refused."
-    from PIL import Image
-    c, h, w = shape; arrs = []
-    for p in map(Path, paths):
-        if not p.is_file(): raise FileNotFoundError(f"no image file {p}")
-        try:
-            with Image.open(p) as im: a = np.asarray(im.convert('L' if c == 1 else 'RGB'))
-        except OSError as e: raise ValueError(f"{p} is not a readable image ({type(e).__name__})") from None
-        if a.shape[:2] != (h, w):
-            raise ValueError(f"{p} is {a.shape[1]}x{a.shape[0]} pixels but the model was trained on {w}x{h}: resize it first")
-        arrs.append(a)
-    if not arrs: raise ValueError("no images given")
-    x = np.stack(arrs)
-    return torch.from_numpy(x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2).copy())
+    c, h, w = shape
+    x = decode_images(paths, 'L' if c == 1 else 'RGB', 'the images to predict')
+    if tuple(x.shape[2:]) != (h, w):
+        raise ValueError(f"the images are {x.shape[3]}x{x.shape[2]} pixels but the model was trained on {w}x{h}: resize them first")
+    return x
 
 @torch.no_grad()
 def predict(run:str|Path|Trained,   # a run folder, or a model from `load_trained`

@@ -91,16 +91,16 @@ def save_checkpoint(path, state:dict):
     "Save `state` to `path` atomically."
     with atomic_path(path) as tmp: torch.save(state, tmp)
 
-def load_checkpoint(path, map_location='cpu') -> dict:
-    "Load a checkpoint saved by `save_checkpoint`, safely (`weights_only=True`), with a clear error if unreadable."
+def load_checkpoint(path, map_location='cpu', keys=('model', 'step')) -> dict:
+    "Load a file saved by `save_checkpoint`, safely (`weights_only=True`), with a clear error if unreadable or lacking `keys`."
     path = Path(path)
     if not path.exists(): raise CheckpointError(f"No checkpoint at {path}: start a new run without --resume, or point --out at the run folder.")
     try: state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:200]}). "
                               f"It may be truncated or corrupt: delete it (and resume from 'best.pt' or start afresh).") from None
-    if not isinstance(state, dict) or 'model' not in state or 'step' not in state:
-        raise CheckpointError(f"{path} does not hold a supercm_nb checkpoint (no 'model'/'step' entries).")
+    if not isinstance(state, dict) or not set(keys) <= set(state):
+        raise CheckpointError(f"{path} does not hold a supercm_nb checkpoint (no {'/'.join(map(repr, keys))} entries).")
     return state
 
 def check_config(saved:dict, current:dict, ignore=()):

@@ -214,6 +214,8 @@ class ShardedBatches:
     "Each rank's slice of the global batch drawn identically on every rank (data-parallel training)."
     def __init__(self, batches, rank:int, world:int): self.batches, self.rank, self.world = batches, rank, world
     def __iter__(self): return self
+    @property
+    def norm(self): return self.batches.norm   # the normalisation every rank applies
     def _cut(self, t):
         if t is None: return None
         n = len(t) // self.world; return t[self.rank * n:(self.rank + 1) * n]
@@ -270,7 +272,7 @@ def build(cfg:TrainConfig, out:str|Path|None=None, progress:bool=True, extra_cbs
                          augment=aug, strong=mp.needs_strong, second_view=mp.needs_view2, normalize=norm,
                          channels_last=cfg.channels_last)
     if world > 1: batches = ShardedBatches(batches, rank, world)
-    ev = Evaluator({p: eval_set(data, split, p, dev, normalize=batches.norm if world == 1 else batches.batches.norm,
+    ev = Evaluator({p: eval_set(data, split, p, dev, normalize=batches.norm,
                                 channels_last=cfg.channels_last) for p in ('val', 'test')})
     net = _wrap(model, cfg, dev, world)
     cbs = [*mp.cbs, EvalCB(ev, every=cfg.eval_every), *extra_cbs]
@@ -355,7 +357,7 @@ def run(cfg:TrainConfig, out:str|Path|None=None, resume:bool=False, progress:boo
 
 def input_spec(b:Built) -> dict:
     "What the trained model expects of an image: class names, shape and normalisation (inputs.pt, for `predict`)."
-    n = b.learn.batches.norm if b.world == 1 else b.learn.batches.batches.norm
+    n = b.learn.batches.norm
     return {'classes': list(b.data.classes), 'shape': list(b.data.shape), 'mean': n.mean, 'std': n.std,
             'zca': n.zca, 'zca_mean': n.zca_mean, 'gcn_scale': n.gcn_scale}
 

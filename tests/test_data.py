@@ -104,12 +104,20 @@ def test_imagefolder_and_cache(tmp_path, monkeypatch):
     cache = tmp_path / 'imgs.decoded.npz'
     assert cache.is_file() and not list(tmp_path.glob('.*.tmp'))
     def boom(*a): raise AssertionError('decoded again although cached')
-    monkeypatch.setattr(D, '_decode', boom)
+    monkeypatch.setattr(D, 'decode_images', boom)
     d2 = load_dataset('imagefolder', root)                              # from the cache
     assert torch.equal(d2.x_train, d.x_train) and d2.classes == d.classes
     monkeypatch.undo()
     Image.fromarray(np.zeros((H, H, 3), np.uint8)).save(root / 'train' / 'dog' / '9.png')   # listing changed → rebuilt
     assert len(load_dataset('imagefolder', root).y_train) == 7
+
+
+def test_imagefolder_unlabelled_images_take_the_train_channels(tmp_path):
+    "A greyscale image in unlabeled/ is read as RGB like the (RGB) training images, with label -1."
+    root = tmp_path / 'imgs'; write_folder(root)
+    (root / 'unlabeled').mkdir(); Image.fromarray(np.full((H, H), 90, np.uint8)).save(root / 'unlabeled' / 'grey.png')
+    d = load_dataset('imagefolder', root)
+    assert d.x_train.shape == (7, 3, H, H) and d.y_train[-1] == -1 and d.x_train[-1].eq(90).all() and d.n_unlabeled_given == 1
 
 
 def test_imagefolder_errors(tmp_path):
